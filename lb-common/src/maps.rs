@@ -1,0 +1,299 @@
+//! Keys and values of the BPF maps. Map names follow Katran's plain style and
+//! are listed in [`map_names`].
+//!
+//! IPv6 will get parallel maps (`services6`, `flows6`, ...) rather than 16-byte
+//! address keys everywhere: v4 keys stay small (16-byte flow keys hash faster
+//! and cost less memory per entry at millions of flows), and the v6 parse path
+//! is a separate branch of the program anyway.
+
+/// Names of the pinned maps, shared by loader, tests and documentation.
+pub mod map_names {
+    pub const SERVICES: &str = "services";
+    pub const BACKENDS: &str = "backends";
+    pub const MAGLEV: &str = "maglev";
+    pub const FLOWS: &str = "flows";
+    pub const HALF_OPEN: &str = "half_open";
+    pub const PERSIST: &str = "persist";
+    pub const LOCAL_ADDRS: &str = "local_addrs";
+    pub const SETTINGS: &str = "settings";
+    pub const SERVICE_STATS: &str = "service_stats";
+    pub const BACKEND_STATS: &str = "backend_stats";
+    pub const REASONS: &str = "reasons";
+    pub const ALL: [&str; 11] = [
+        SERVICES,
+        BACKENDS,
+        MAGLEV,
+        FLOWS,
+        HALF_OPEN,
+        PERSIST,
+        LOCAL_ADDRS,
+        SETTINGS,
+        SERVICE_STATS,
+        BACKEND_STATS,
+        REASONS,
+    ];
+}
+
+/// Compile-time default sizes; the agent overrides each from the config with
+/// `EbpfLoader::set_max_entries`.
+pub mod default_size {
+    pub const SERVICES: u32 = 32;
+    pub const BACKENDS: u32 = 1024;
+    /// Maglev ring size M: prime, larger than 100x the backends of a service.
+    pub const RING: u32 = 65537;
+    pub const FLOWS: u32 = 1_048_576;
+    pub const HALF_OPEN: u32 = 131_072;
+    pub const PERSIST: u32 = 262_144;
+    pub const LOCAL_ADDRS: u32 = 256;
+}
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Backend id 0 means "none": an empty Maglev slot or a free `backends` row.
+pub const NO_BACKEND: u32 = 0;
+
+/// `services` key: what a client addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// Virtual IP, network byte order.
+    pub vip: u32,
+    /// Port, network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// `ServiceInfo::flags`
+pub mod service_flags {
+    /// Forward for this service. Cleared on a node that is not VRRP master.
+    pub const ACTIVE: u32 = 1 << 0;
+    /// Hash the 5-tuple (`scheduler = "flow"`) instead of the source address.
+    pub const SCHED_FLOW: u32 = 1 << 1;
+    /// Keep a client on its backend for `persist_timeout_ns` (`persist` map).
+    pub const PERSISTENCE: u32 = 1 << 2;
+}
+
+/// `services` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Index into `service_stats`; also part of the persistence key.
+    pub id: u32,
+    pub flags: u32,
+    /// Source address of translated packets toward backends, network order.
+    pub snat_ip: u32,
+    /// Index in `maglev` of slot 0 of the live ring. Each service owns two
+    /// rings; the agent fills the spare one and then flips this offset, so the
+    /// data path never sees a half-built table.
+    pub ring_offset: u32,
+    /// Ring size M (prime).
+    pub ring_size: u32,
+    pub _pad: u32,
+    pub persist_timeout_ns: u64,
+}
+
+/// `BackendInfo::flags`
+pub mod backend_flags {
+    /// Row in use.
+    pub const IN_USE: u16 = 1 << 0;
+    /// May take clients whose persistence entry points at it (up, not in
+    /// maint). New clients come only through the Maglev ring.
+    pub const PERSIST_OK: u16 = 1 << 1;
+}
+
+/// `backends` value, indexed by backend id (an array map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Network byte order.
+    pub ip: u32,
+    /// Network byte order.
+    pub port: u16,
+    pub flags: u16,
+}
+
+/// `flows` / `half_open` key: a 5-tuple exactly as received. Both directions
+/// of a translated connection have an entry, so every packet of a known flow
+/// (request or reply) costs one lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_ip: u32,
+    pub dst_ip: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// The key of the packets flowing the other way.
+    #[inline(always)]
+    pub const fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src_ip: self.dst_ip,
+            dst_ip: self.src_ip,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// `Flow::direction`
+pub mod direction {
+    /// Client -> VIP, rewritten to SNAT -> backend.
+    pub const TO_BACKEND: u8 = 0;
+    /// Backend -> SNAT, rewritten to VIP -> client.
+    pub const TO_CLIENT: u8 = 1;
+}
+
+/// `Flow::state`
+pub mod flow_state {
+    /// TCP SYN seen, handshake not complete (lives in `half_open`).
+    pub const SYN: u8 = 1;
+    pub const ESTABLISHED: u8 = 2;
+    /// FIN or RST seen: the short closing timeout applies.
+    pub const CLOSING: u8 = 3;
+    pub const UDP: u8 = 4;
+}
+
+/// `flows` / `half_open` value: how to rewrite the packets of one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// Rewritten source address/port, network order.
+    pub nat_src_ip: u32,
+    pub nat_dst_ip: u32,
+    pub nat_src_port: u16,
+    pub nat_dst_port: u16,
+    /// Next hop's MAC. Toward a client: the MAC its packets came from (the
+    /// client or its router), never looked up. Toward a backend: from
+    /// bpf_fib_lookup, refreshed about once a second.
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    /// Egress interface: XDP_TX when it is the ingress one, else redirect.
+    pub ifindex: u32,
+    pub backend_id: u32,
+    pub service_id: u32,
+    pub direction: u8,
+    pub state: u8,
+    pub _pad: [u8; 2],
+    /// bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) of the last packet,
+    /// written at most about once per [`REFRESH_NS`].
+    pub last_seen_ns: u64,
+}
+
+/// How stale `Flow::last_seen_ns` may get before a packet rewrites it (and
+/// re-checks the peer entry and the next-hop MAC).
+pub const REFRESH_NS: u64 = 1_000_000_000;
+
+/// `persist` key: a client of one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PersistKey {
+    pub service_id: u32,
+    /// Network byte order.
+    pub client_ip: u32,
+}
+
+/// `persist` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Persist {
+    pub backend_id: u32,
+    pub _pad: u32,
+    pub last_seen_ns: u64,
+}
+
+/// `local_addrs` value flags: addresses the node owns for the data path.
+pub mod local_addr_flags {
+    /// A VIP of at least one service: fragments and IP options to it are
+    /// dropped, never passed (the host would answer with RSTs).
+    pub const VIP: u32 = 1 << 0;
+    /// A SNAT source address: traffic to it inside the SNAT port range is ours.
+    pub const SNAT: u32 = 1 << 1;
+}
+
+/// `settings[0]`: node-wide knobs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// SNAT source port range, host byte order, inclusive.
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+    pub flags: u32,
+    /// Reserved for the VRRP lease (agent liveness).
+    pub lease_deadline_ns: u64,
+}
+
+/// Per-service and per-backend traffic counters (per-CPU; the agent sums).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficStats {
+    pub packets_to_backend: u64,
+    pub bytes_to_backend: u64,
+    pub packets_to_client: u64,
+    pub bytes_to_client: u64,
+    pub new_flows: u64,
+    /// SYNs answered with a RST because no backend was available.
+    pub rst_no_backend: u64,
+}
+
+impl TrafficStats {
+    pub fn add(&mut self, other: &TrafficStats) {
+        self.packets_to_backend += other.packets_to_backend;
+        self.bytes_to_backend += other.bytes_to_backend;
+        self.packets_to_client += other.packets_to_client;
+        self.bytes_to_client += other.bytes_to_client;
+        self.new_flows += other.new_flows;
+        self.rst_no_backend += other.rst_no_backend;
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)] plain integers and byte arrays with
+    // explicit padding fields, valid for any bit pattern.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceInfo {}
+    unsafe impl aya::Pod for BackendInfo {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for PersistKey {}
+    unsafe impl aya::Pod for Persist {}
+    unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for TrafficStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 8);
+        assert_eq!(size_of::<ServiceInfo>(), 32);
+        assert_eq!(size_of::<BackendInfo>(), 8);
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<Flow>(), 48);
+        assert_eq!(size_of::<PersistKey>(), 8);
+        assert_eq!(size_of::<Persist>(), 16);
+        assert_eq!(size_of::<Settings>(), 16);
+        assert_eq!(size_of::<TrafficStats>(), 48);
+    }
+
+    #[test]
+    fn reversed_swaps_ends() {
+        let k = FlowKey { src_ip: 1, dst_ip: 2, src_port: 3, dst_port: 4, proto: 6, _pad: [0; 3] };
+        let r = k.reversed();
+        assert_eq!((r.src_ip, r.dst_ip, r.src_port, r.dst_port, r.proto), (2, 1, 4, 3, 6));
+        assert_eq!(r.reversed(), k);
+    }
+}

@@ -1,0 +1,81 @@
+//! Why a packet was passed to the host, dropped, or answered by the program
+//! itself: the index into the per-CPU `reasons` counter array. Forwarded
+//! packets are counted per service and backend instead (`TrafficStats`).
+
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $name:ident = $value:expr, $label:literal;)*) => {
+        $($(#[$doc])* pub const $name: u32 = $value;)*
+        /// Number of reasons: the size of the `reasons` map.
+        pub const COUNT: u32 = [$($value),*].len() as u32;
+        /// Stable snake_case label of a reason, for logs, JSON and metrics.
+        pub const fn label(reason: u32) -> &'static str {
+            match reason {
+                $($value => $label,)*
+                _ => "unknown",
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Not IPv4 (ARP, IPv6, LLDP...): the host's business.
+    PASS_NOT_IPV4 = 0, "pass_not_ipv4";
+    /// IPv4 but neither for a VIP:port we serve nor a reply to one of our flows.
+    PASS_NOT_OURS = 1, "pass_not_ours";
+    /// Frame shorter than its Ethernet (or 802.1Q) header.
+    DROP_MALFORMED_L2 = 2, "drop_malformed_l2";
+    /// Truncated IPv4 header, IHL < 5 or beyond the packet, total length
+    /// shorter than the header or longer than the frame.
+    DROP_MALFORMED_IP = 3, "drop_malformed_ip";
+    /// Truncated TCP/UDP/ICMP header, TCP data offset < 5 or beyond the
+    /// packet, bad UDP length.
+    DROP_MALFORMED_L4 = 4, "drop_malformed_l4";
+    /// A fragment addressed to a VIP or SNAT address (no ports to steer by).
+    DROP_FRAGMENT = 5, "drop_fragment";
+    /// IP options on a packet to a VIP or SNAT address.
+    DROP_IP_OPTIONS = 6, "drop_ip_options";
+    /// For a service whose VIP is not active on this node.
+    DROP_INACTIVE = 7, "drop_inactive";
+    /// A TCP SYN with no backend available: answered with a RST.
+    TX_RST_NO_BACKEND = 8, "tx_rst_no_backend";
+    /// A UDP datagram with no backend available.
+    DROP_NO_BACKEND = 9, "drop_no_backend";
+    /// A mid-stream TCP packet for a VIP:port with no flow: answered with a RST.
+    TX_RST_NO_FLOW = 10, "tx_rst_no_flow";
+    /// A mid-stream RST with no flow (never answer a RST with a RST).
+    DROP_RST_NO_FLOW = 11, "drop_rst_no_flow";
+    /// To a SNAT address inside the SNAT port range but matching no flow.
+    DROP_REPLY_NO_FLOW = 12, "drop_reply_no_flow";
+    /// An ICMP error to a VIP/SNAT address quoting no flow of ours.
+    DROP_ICMP_NO_FLOW = 13, "drop_icmp_no_flow";
+    /// bpf_fib_lookup found no neighbour entry for the next hop.
+    DROP_FIB_NO_NEIGH = 14, "drop_fib_no_neigh";
+    /// bpf_fib_lookup failed otherwise (no route, forwarding disabled...).
+    DROP_FIB_FAILED = 15, "drop_fib_failed";
+    /// Flow table insert failed.
+    DROP_TABLE_FULL = 16, "drop_table_full";
+    /// No free SNAT port found in the bounded number of tries.
+    DROP_SNAT_EXHAUSTED = 17, "drop_snat_exhausted";
+    /// A Maglev slot or flow pointed at a backend row not in use.
+    DROP_BAD_BACKEND = 18, "drop_bad_backend";
+    /// An ICMP error translated back along its flow.
+    TX_ICMP_TRANSLATED = 19, "tx_icmp_translated";
+    /// Two CPUs raced on the same new flow and this one lost; the packet
+    /// followed the winner's entry.
+    NEW_FLOW_RACE_LOST = 20, "new_flow_race_lost";
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_are_unique_and_dense() {
+        let mut seen = [""; super::COUNT as usize];
+        for r in 0..super::COUNT {
+            let l = super::label(r);
+            assert_ne!(l, "unknown", "reason {r} has no label");
+            assert!(!seen.contains(&l), "duplicate label {l}");
+            seen[r as usize] = l;
+        }
+        assert_eq!(super::label(super::COUNT), "unknown");
+    }
+}
