@@ -8,3 +8,5 @@ pub mod objects {
     /// Lab and benchmark programs (`lab_pass`, baselines); never loaded by lbd.
     pub static LAB: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-lab"));
 }
+pub mod ids;
+pub mod logging;
