@@ -17,20 +17,22 @@ pub(super) struct LimitsDraft {
 
 pub(super) fn read(root: &mut Section, report: &mut Report) -> LimitsDraft {
     let defaults = Limits::default();
-    let section = root.table(report, "limits");
-    let mut section = match section {
-        Ok(section) => section,
-        // A `limits` that is not a table: reported; use the defaults so the
-        // rest of the file is still checked against something sensible.
-        Err(_) => None,
-    };
+    // A `limits` that is not a table was reported; the defaults then stand
+    // in, so the rest of the file is still checked against something sensible.
+    let mut section = root.table(report, "limits").unwrap_or_default();
     let mut size = |key: &'static str, default: u32| -> Option<At<u32>> {
         let Some(section) = section.as_mut() else {
-            return Some(At { value: default, span: None });
+            return Some(At {
+                value: default,
+                span: None,
+            });
         };
         match section.optional(report, key, integer(values::size)) {
             Ok(Some(found)) => Some(found),
-            Ok(None) => Some(At { value: default, span: None }),
+            Ok(None) => Some(At {
+                value: default,
+                span: None,
+            }),
             Err(_) => None,
         }
     };

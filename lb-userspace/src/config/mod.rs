@@ -32,8 +32,7 @@ use anyhow::bail;
 
 pub use report::{ConfigError, ConfigErrors};
 pub use schema::{
-    Backend, Config, Limits, Mode, Node, PortRange, Protocol, Scheduler, Service, Timeouts,
-    XdpMode,
+    Backend, Config, Limits, Mode, Node, PortRange, Protocol, Scheduler, Service, Timeouts, XdpMode,
 };
 
 use report::Report;
@@ -85,7 +84,11 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     })();
     config.ok_or_else(|| {
         // Every missing field pushes an error, so this means a bug here.
-        report.push(None, "", "internal error: the config validated but could not be built");
+        report.push(
+            None,
+            "",
+            "internal error: the config validated but could not be built",
+        );
         ConfigErrors(report.into_errors())
     })
 }
@@ -107,7 +110,12 @@ impl Config {
         name: Option<&str>,
         hostname: Option<&str>,
     ) -> anyhow::Result<(&str, &Node)> {
-        let defined = self.nodes.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+        let defined = self
+            .nodes
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         let found = |wanted: &str| {
             self.nodes
                 .get_key_value(wanted)
@@ -172,7 +180,12 @@ fn hostname() -> Option<String> {
 pub fn check(path: &Path) -> Result<String, ConfigErrors> {
     let config = load(path)?;
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-    let nodes = config.nodes.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+    let nodes = config
+        .nodes
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
     Ok(format!(
         "{}: ok: {}, {}, nodes: {nodes}",
         path.display(),

@@ -28,7 +28,11 @@ pub(super) fn read_all(root: &mut Section, report: &mut Report) -> Vec<NodeDraft
                 .collect::<Vec<_>>();
             nodes.finish(report);
             if empty {
-                report.push(span, "node", "no nodes defined; add a [node.NAME] table per host");
+                report.push(
+                    span,
+                    "node",
+                    "no nodes defined; add a [node.NAME] table per host",
+                );
             }
             found
         }
@@ -46,7 +50,10 @@ pub(super) fn read_all(root: &mut Section, report: &mut Report) -> Vec<NodeDraft
 
 fn read_one(name: At<&str>, mut section: Section, report: &mut Report) -> Option<NodeDraft> {
     let name = match values::node_name(name.value) {
-        Ok(valid) => At { value: valid, span: name.span },
+        Ok(valid) => At {
+            value: valid,
+            span: name.span,
+        },
         Err(message) => {
             report.push(name.span, &section.path, message);
             return None;

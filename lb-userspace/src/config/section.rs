@@ -39,7 +39,12 @@ impl<'d> Section<'d> {
         }
     }
 
-    fn new(table: &'d dyn TableLike, path: String, own: Option<Range<usize>>, parent: &Self) -> Self {
+    fn new(
+        table: &'d dyn TableLike,
+        path: String,
+        own: Option<Range<usize>>,
+        parent: &Self,
+    ) -> Self {
         // Implicit tables (`node` in `[node.lb1]`) have no span of their own:
         // point at their first key instead, else at the parent.
         let first_key = || {
@@ -155,7 +160,11 @@ impl<'d> Section<'d> {
     }
 
     /// A sub-table (`[a.b]`, `b = { ... }` or dotted keys); `Ok(None)` if absent.
-    pub fn table(&mut self, report: &mut Report, key: &'static str) -> Result<Option<Section<'d>>, Reported> {
+    pub fn table(
+        &mut self,
+        report: &mut Report,
+        key: &'static str,
+    ) -> Result<Option<Section<'d>>, Reported> {
         let Some((item, span)) = self.lookup(key) else {
             return Ok(None);
         };
@@ -207,7 +216,10 @@ impl<'d> Section<'d> {
                 report.push(
                     span,
                     &path,
-                    format!("expected an array of tables ([[{path}]]), found {}", kind(other)),
+                    format!(
+                        "expected an array of tables ([[{path}]]), found {}",
+                        kind(other)
+                    ),
                 );
                 Vec::new()
             }
@@ -227,7 +239,13 @@ impl<'d> Section<'d> {
                 Some(sub) => {
                     let own = item.span().or_else(|| key_span.clone());
                     let section = Section::new(sub, path, own, self);
-                    found.push((At { value: name, span: key_span }, section));
+                    found.push((
+                        At {
+                            value: name,
+                            span: key_span,
+                        },
+                        section,
+                    ));
                 }
                 None => report.push(
                     item.span().or(key_span),

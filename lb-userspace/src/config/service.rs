@@ -118,7 +118,8 @@ fn read_timeouts(service: &mut Section, report: &mut Report) -> Option<Timeouts>
         Ok(None) => return Some(defaults),
         Err(_) => return None,
     };
-    let mut timeout = |key, default| section.or_default(report, key, default, text(values::duration));
+    let mut timeout =
+        |key, default| section.or_default(report, key, default, text(values::duration));
     let timeouts = (|| {
         Some(Timeouts {
             tcp_established: timeout("tcp_established", defaults.tcp_established)?,

@@ -42,7 +42,9 @@ fn blank_line(source: &mut String, line: usize) -> bool {
     let Some(start) = line_start(source, line) else {
         return false;
     };
-    let end = source[start..].find('\n').map_or(source.len(), |i| start + i);
+    let end = source[start..]
+        .find('\n')
+        .map_or(source.len(), |i| start + i);
     if source[start..end].trim_start().starts_with('[') {
         return false;
     }

@@ -45,7 +45,10 @@ fn unique_service_names(services: &[ServiceDraft], report: &mut Report) {
             report.push(
                 name.span.clone(),
                 &format!("{}.name", service.path),
-                format!("duplicate service name `{}`: already used on line {line}", name.value),
+                format!(
+                    "duplicate service name `{}`: already used on line {line}",
+                    name.value
+                ),
             );
         } else {
             seen.insert(&name.value, service);
@@ -57,7 +60,8 @@ fn unique_service_names(services: &[ServiceDraft], report: &mut Report) {
 fn unique_listeners(services: &[ServiceDraft], report: &mut Report) {
     let mut seen: HashMap<(Ipv4Addr, u16, Protocol), &ServiceDraft> = HashMap::new();
     for service in services {
-        let (Some(vip), Some(port), Some(protocol)) = (&service.vip, &service.port, service.protocol)
+        let (Some(vip), Some(port), Some(protocol)) =
+            (&service.vip, &service.port, service.protocol)
         else {
             continue;
         };
@@ -69,9 +73,7 @@ fn unique_listeners(services: &[ServiceDraft], report: &mut Report) {
                 &format!("{}.port", service.path),
                 format!(
                     "{}:{}/{protocol} is already served by `{}` (line {line})",
-                    vip.value,
-                    port.value,
-                    first.path
+                    vip.value, port.value, first.path
                 ),
             );
         } else {
@@ -119,7 +121,9 @@ fn unique_backends(service: &ServiceDraft, report: &mut Report) {
 }
 
 fn services_fit(limits: &LimitsDraft, services: &[ServiceDraft], report: &mut Report) {
-    let Some(max) = &limits.max_services else { return };
+    let Some(max) = &limits.max_services else {
+        return;
+    };
     if services.len() as u64 > u64::from(max.value) {
         // Point at the limit if written, else at the first service too many.
         let span = max
@@ -139,7 +143,9 @@ fn services_fit(limits: &LimitsDraft, services: &[ServiceDraft], report: &mut Re
 }
 
 fn backends_fit(limits: &LimitsDraft, services: &[ServiceDraft], report: &mut Report) {
-    let Some(max) = &limits.max_backends else { return };
+    let Some(max) = &limits.max_backends else {
+        return;
+    };
     let total: usize = services.iter().map(|s| s.backends.len()).sum();
     if total as u64 >= u64::from(max.value) {
         let span = max.span.clone().or_else(|| {
@@ -163,7 +169,9 @@ fn backends_fit(limits: &LimitsDraft, services: &[ServiceDraft], report: &mut Re
 }
 
 fn maglev_fits(limits: &LimitsDraft, services: &[ServiceDraft], report: &mut Report) {
-    let Some(ring) = &limits.maglev_size else { return };
+    let Some(ring) = &limits.maglev_size else {
+        return;
+    };
     let Some(largest) = services.iter().max_by_key(|s| s.backends.len()) else {
         return;
     };
@@ -192,15 +200,19 @@ fn snat_ranges_avoid_service_ports(
     services: &[ServiceDraft],
     report: &mut Report,
 ) {
-    let snat_addresses: BTreeSet<Ipv4Addr> =
-        services.iter().filter_map(ServiceDraft::effective_snat).collect();
+    let snat_addresses: BTreeSet<Ipv4Addr> = services
+        .iter()
+        .filter_map(ServiceDraft::effective_snat)
+        .collect();
     let owned_ports: Vec<(u16, &ServiceDraft, Ipv4Addr)> = services
         .iter()
         .filter_map(|s| Some((s.port.as_ref()?.value, s, s.vip.as_ref()?.value)))
         .filter(|(_, _, vip)| snat_addresses.contains(vip))
         .collect();
     for node in nodes {
-        let Some(range) = &node.snat_ports else { continue };
+        let Some(range) = &node.snat_ports else {
+            continue;
+        };
         let mut reported = BTreeSet::new();
         for (port, service, vip) in &owned_ports {
             if range.value.contains(*port) && reported.insert(*port) {
@@ -221,9 +233,13 @@ fn snat_ranges_avoid_service_ports(
 /// Flow-state sync (planned) needs each node to own its SNAT ports.
 fn snat_ranges_disjoint(nodes: &[NodeDraft], report: &mut Report) {
     for (i, node) in nodes.iter().enumerate() {
-        let Some(range) = &node.snat_ports else { continue };
+        let Some(range) = &node.snat_ports else {
+            continue;
+        };
         for earlier in &nodes[..i] {
-            let Some(other) = &earlier.snat_ports else { continue };
+            let Some(other) = &earlier.snat_ports else {
+                continue;
+            };
             if range.value.overlaps(&other.value) {
                 report.push(
                     range.span.clone(),

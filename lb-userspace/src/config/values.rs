@@ -48,9 +48,11 @@ pub fn node_name(text: &str) -> Result<String, String> {
 /// A Linux network device name (at most IFNAMSIZ - 1 = 15 bytes).
 pub fn interface(text: &str) -> Result<String, String> {
     if text.is_empty() {
-        return Err("the interface name is empty; name the device the XDP program attaches to, \
+        return Err(
+            "the interface name is empty; name the device the XDP program attaches to, \
                     e.g. \"eth0\""
-            .to_string());
+                .to_string(),
+        );
     }
     if text.len() > 15 {
         return Err(format!(
@@ -113,7 +115,8 @@ pub const SNAT_MIN_PORT: u16 = 1024;
 
 /// `"A-B"`, inclusive, with 1024 <= A <= B <= 65535.
 pub fn snat_port_range(text: &str) -> Result<PortRange, String> {
-    let usage = || format!("`{text}` is not a port range: write \"FIRST-LAST\", like \"20000-24999\"");
+    let usage =
+        || format!("`{text}` is not a port range: write \"FIRST-LAST\", like \"20000-24999\"");
     let (min, max) = text.split_once('-').ok_or_else(usage)?;
     let bound = |part: &str| -> Result<u16, String> {
         let value = part.trim().parse::<i64>().map_err(|_| usage())?;
