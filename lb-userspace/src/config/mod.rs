@@ -38,6 +38,9 @@ pub use schema::{
 use report::Report;
 use section::Section;
 
+/// Where `lbd run` and `lbd check` look when no file is named.
+pub const DEFAULT_PATH: &str = "/etc/lb/lbd.toml";
+
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file_name = path.display().to_string();

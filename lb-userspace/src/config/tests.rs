@@ -928,7 +928,7 @@ fn max_backends_reserves_id_zero() {
         &only_error(&text),
         "limits.max_backends",
         line_of(&text, "max_backends"),
-        "1 backends need max_backends of at least 2",
+        "1 backend needs max_backends of at least 2",
     );
     ok(&base_plus("[limits]\nmax_backends = 2\n"));
 }

@@ -159,8 +159,12 @@ fn backends_fit(limits: &LimitsDraft, services: &[ServiceDraft], report: &mut Re
             span,
             "limits.max_backends",
             format!(
-                "{total} backends need max_backends of at least {} (backend id 0 is reserved); \
-                 it is {}",
+                "{total} {} max_backends of at least {} (backend id 0 is reserved); it is {}",
+                if total == 1 {
+                    "backend needs"
+                } else {
+                    "backends need"
+                },
                 total + 1,
                 max.value
             ),
