@@ -44,8 +44,10 @@ pub(super) fn read(root: &mut Section, report: &mut Report) -> LimitsDraft {
         half_open: size("half_open", defaults.half_open),
         persistence: size("persistence", defaults.persistence),
     };
-    if let Some(maglev) = &draft.maglev_size
-        && !values::prime(maglev.value)
+    if let Some(maglev) = draft
+        .maglev_size
+        .as_ref()
+        .filter(|m| !values::prime(m.value))
     {
         report.push(
             maglev.span.clone(),

@@ -137,9 +137,7 @@ impl Config {
                 return Ok(node);
             }
         }
-        if self.nodes.len() == 1
-            && let Some((name, node)) = self.nodes.iter().next()
-        {
+        if let [(name, node)] = self.nodes.iter().collect::<Vec<_>>()[..] {
             return Ok((name, node));
         }
         match hostname {
