@@ -6,7 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt::Display;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 
 /// Announces a step of the task.
 pub fn step(message: impl Display) {
@@ -57,16 +57,21 @@ pub fn describe(command: &Command) -> String {
 /// Runs `command` with inherited stdio (stdin closed: CI has none) and
 /// fails, naming the command, unless it exits successfully.
 pub fn run(command: &mut Command) -> Result<()> {
-    let shown = describe(command);
-    note(format_args!("$ {shown}"));
-    let status = command
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("could not start `{shown}`"))?;
+    let status = run_status(command)?;
     if !status.success() {
-        bail!("`{shown}` failed ({status})");
+        bail!("`{}` failed ({status})", describe(command));
     }
     Ok(())
+}
+
+/// Like [`run`], but hands back the exit status for the caller to judge.
+pub fn run_status(command: &mut Command) -> Result<ExitStatus> {
+    let shown = describe(command);
+    note(format_args!("$ {shown}"));
+    command
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("could not start `{shown}`"))
 }
 
 /// Runs `command` quietly and returns its output whatever the exit status;

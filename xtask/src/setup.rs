@@ -238,11 +238,11 @@ fn ensure_packages(needs: &Needs) -> Result<()> {
     install
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing);
-    let installed = run(&mut install);
+    let status = exec::run_status(&mut install)?;
     let still_missing = missing_packages(&missing)?;
-    if let Err(err) = installed {
+    if !status.success() {
         bail!(
-            "apt-get install {} failed: {err}; still missing: {}; apt's message is above",
+            "apt-get install {} failed ({status}); still missing: {}; apt's message is above",
             missing.join(" "),
             if still_missing.is_empty() {
                 "none".to_string()
