@@ -86,3 +86,37 @@ fn put_cargo_bin_on_path() {
         unsafe { std::env::set_var("PATH", path) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Task {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+            .expect("arguments parse")
+            .task
+    }
+
+    #[test]
+    fn run_passes_everything_after_the_separator_to_lbd() {
+        let Task::Run { args } =
+            parse(&["run", "--", "run", "--config", "examples/horizon.toml", "--node", "lb1"])
+        else {
+            panic!("expected the run task");
+        };
+        assert_eq!(args, ["run", "--config", "examples/horizon.toml", "--node", "lb1"]);
+    }
+
+    #[test]
+    fn test_and_demo_forward_their_extra_arguments() {
+        let Task::Test { args } = parse(&["test", "--", "maglev", "--nocapture"]) else {
+            panic!("expected the test task");
+        };
+        assert_eq!(args, ["maglev", "--nocapture"]);
+        let Task::Demo { args } = parse(&["demo", "--", "--clients", "200"]) else {
+            panic!("expected the demo task");
+        };
+        assert_eq!(args, ["--clients", "200"]);
+        assert!(matches!(parse(&["build", "--release"]), Task::Build { release: true }));
+    }
+}
