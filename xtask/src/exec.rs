@@ -20,9 +20,14 @@ pub fn note(message: impl Display) {
     let _ = std::io::stdout().flush();
 }
 
-/// The workspace root: every cargo command runs from there.
+/// The workspace root: every cargo command runs from there. `cargo run`
+/// tells the running xtask where its manifest is; the path compiled in is
+/// the fallback when xtask is started directly.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()

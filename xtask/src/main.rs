@@ -99,12 +99,21 @@ mod tests {
 
     #[test]
     fn run_passes_everything_after_the_separator_to_lbd() {
-        let Task::Run { args } =
-            parse(&["run", "--", "run", "--config", "examples/horizon.toml", "--node", "lb1"])
-        else {
+        let Task::Run { args } = parse(&[
+            "run",
+            "--",
+            "run",
+            "--config",
+            "examples/horizon.toml",
+            "--node",
+            "lb1",
+        ]) else {
             panic!("expected the run task");
         };
-        assert_eq!(args, ["run", "--config", "examples/horizon.toml", "--node", "lb1"]);
+        assert_eq!(
+            args,
+            ["run", "--config", "examples/horizon.toml", "--node", "lb1"]
+        );
     }
 
     #[test]
@@ -117,6 +126,9 @@ mod tests {
             panic!("expected the demo task");
         };
         assert_eq!(args, ["--clients", "200"]);
-        assert!(matches!(parse(&["build", "--release"]), Task::Build { release: true }));
+        assert!(matches!(
+            parse(&["build", "--release"]),
+            Task::Build { release: true }
+        ));
     }
 }
