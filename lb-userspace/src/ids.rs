@@ -23,7 +23,10 @@ pub struct IdTable {
 impl IdTable {
     /// A table handing out ids in `1..limit`.
     pub fn new(limit: u32) -> Self {
-        Self { limit, ..Self::default() }
+        Self {
+            limit,
+            ..Self::default()
+        }
     }
 
     /// The id of `name`, if it has one.
@@ -47,22 +50,32 @@ impl IdTable {
         quarantine: Duration,
     ) -> Result<(), IdsExhausted> {
         let wanted: std::collections::BTreeSet<&str> = names.into_iter().collect();
-        let gone: Vec<String> =
-            self.by_name.keys().filter(|n| !wanted.contains(n.as_str())).cloned().collect();
+        let gone: Vec<String> = self
+            .by_name
+            .keys()
+            .filter(|n| !wanted.contains(n.as_str()))
+            .cloned()
+            .collect();
         for name in gone {
             if let Some(id) = self.by_name.remove(&name) {
                 self.resting.insert(id, now_s + quarantine.as_secs());
             }
         }
         self.resting.retain(|_, until| *until > now_s);
-        let taken: std::collections::BTreeSet<u32> =
-            self.by_name.values().chain(self.resting.keys()).copied().collect();
+        let taken: std::collections::BTreeSet<u32> = self
+            .by_name
+            .values()
+            .chain(self.resting.keys())
+            .copied()
+            .collect();
         let mut candidates = (1..self.limit).filter(|id| !taken.contains(id));
         for name in wanted {
             if self.by_name.contains_key(name) {
                 continue;
             }
-            let id = candidates.next().ok_or(IdsExhausted { limit: self.limit })?;
+            let id = candidates
+                .next()
+                .ok_or(IdsExhausted { limit: self.limit })?;
             self.by_name.insert(name.to_string(), id);
         }
         Ok(())
@@ -102,9 +115,15 @@ mod tests {
     fn ids_are_stable_and_start_at_one() {
         let mut t = IdTable::new(10);
         t.sync(["b", "a", "c"], 0, Q).unwrap();
-        assert_eq!((t.get("a"), t.get("b"), t.get("c")), (Some(1), Some(2), Some(3)));
+        assert_eq!(
+            (t.get("a"), t.get("b"), t.get("c")),
+            (Some(1), Some(2), Some(3))
+        );
         t.sync(["c", "a", "b", "d"], 1, Q).unwrap();
-        assert_eq!((t.get("a"), t.get("b"), t.get("c"), t.get("d")), (Some(1), Some(2), Some(3), Some(4)));
+        assert_eq!(
+            (t.get("a"), t.get("b"), t.get("c"), t.get("d")),
+            (Some(1), Some(2), Some(3), Some(4))
+        );
     }
 
     #[test]
@@ -116,7 +135,11 @@ mod tests {
         t.sync(["a", "x"], 20, Q).unwrap();
         assert_eq!(t.get("x"), Some(3), "id 2 is resting until t=70");
         t.sync(["a", "x", "y"], 71, Q).unwrap();
-        assert_eq!(t.get("y"), Some(2), "id 2 is free again after its quarantine");
+        assert_eq!(
+            t.get("y"),
+            Some(2),
+            "id 2 is free again after its quarantine"
+        );
     }
 
     #[test]

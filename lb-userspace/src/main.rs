@@ -50,14 +50,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file, config } => {
-            let path = file.or(config).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            let path = file
+                .or(config)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
             lb_userspace::config::check_command(&path)
         }
         Command::Run { config, node } => {
             lb_userspace::logging::init();
             report(lb_userspace::agent::run(&config, node.as_deref()))
         }
-        Command::Stop { config, node, detach } => {
+        Command::Stop {
+            config,
+            node,
+            detach,
+        } => {
             lb_userspace::logging::init();
             report(lb_userspace::agent::stop(&config, node.as_deref(), detach))
         }
