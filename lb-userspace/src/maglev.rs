@@ -24,10 +24,13 @@
 //! Why not Maglev's round robin (each backend in turn claims its next free
 //! slot)? Its shares are exact too, but its last rounds are a scramble for the
 //! few free slots, and removing one backend reshuffled up to 1.4% of M beyond
-//! the removed backend's slots (1000 backends, M = 65537, weights 1..10). With
-//! virtual times, slots change hands only along short chains at the end; the
-//! same case moves at most 0.66% of M beyond the removed backend's slots (see
-//! the tests for the bounds asserted).
+//! the removed backend's slots (1000 backends, M = 65537, weights 1..5 and one
+//! of 10, removing the heavy one). With virtual times, slots change hands only
+//! along short chains at the end; the same case moves about 0.7% of M beyond
+//! the removed backend's slots. The extra grows with the removed backend's
+//! share: removing one of 7x the average weight among 1000 moved 0.9% of M
+//! beyond its slots, still inside the spec's bound (its slots + 1% of M), which
+//! the tests assert.
 //!
 //! Everything depends only on `(name, weight, id)` of the backends: the input is
 //! sorted by name first, the hash keys are constants and the logarithm is the
@@ -510,9 +513,8 @@ mod tests {
         let mut heavier = set.clone();
         heavier[0].weight = 2;
         assert_ne!(table, build(&heavier, M));
-        let renamed_names = vec!["other".to_string()];
         let mut renamed = set.clone();
-        renamed[0].name = &renamed_names[0];
+        renamed[0].name = "other";
         assert_ne!(table, build(&renamed, M));
     }
 
