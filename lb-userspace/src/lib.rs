@@ -2,6 +2,7 @@
 //! config, and (later) health checks, VRRP and the admin page.
 
 pub mod config;
+pub mod maglev;
 
 /// The compiled eBPF objects, built by build.rs from the lb-ebpf crate.
 pub mod objects {
