@@ -365,31 +365,26 @@ impl XdpHarness {
         self.run_on(self.eth0, frame)
     }
 
+    /// Runs the program once on `frame` arriving on `ifindex` (an index in
+    /// the test namespace). The kernel refuses frames under 14 bytes, even
+    /// behind XDP metadata.
     pub fn run_on(&self, ifindex: u32, frame: &[u8]) -> Result<RunResult> {
-        self.run_with_meta(ifindex, frame, 0)
-    }
-
-    /// Runs the program with `meta_len` bytes of XDP metadata in front of the
-    /// frame. The kernel refuses a test input shorter than an Ethernet
-    /// header; with metadata in front, the frame itself can be shorter.
-    pub fn run_with_meta(&self, ifindex: u32, frame: &[u8], meta_len: u32) -> Result<RunResult> {
         let prog: &Xdp = self
             .ebpf
             .program("lb")
             .context("program lb vanished")?
             .try_into()
             .context("lb is not XDP")?;
-        let mut data_in = vec![0u8; meta_len as usize];
-        data_in.extend_from_slice(frame);
+        let data_in = frame;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex.
-        let ctx: [u32; 6] = [meta_len, data_in.len() as u32, 0, ifindex, 0, 0];
+        let ctx: [u32; 6] = [0, data_in.len() as u32, 0, ifindex, 0, 0];
         let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
         let (verdict, out) = self.ns.run_in(|| {
             let mut out = vec![0u8; 4096];
             let r = prog
                 .test_run(TestRunOptions {
-                    data_in: Some(&data_in),
+                    data_in: Some(data_in),
                     data_out: Some(&mut out),
                     ctx_in: Some(&ctx_bytes),
                     repeat: 1,
@@ -399,8 +394,10 @@ impl XdpHarness {
             out.truncate(r.data_size_out as usize);
             Ok((r.return_value, out))
         })?;
-        let frame = out.get(meta_len as usize..).unwrap_or_default().to_vec();
-        Ok(RunResult { verdict, frame })
+        Ok(RunResult {
+            verdict,
+            frame: out,
+        })
     }
 
     // ------------------------------------------------------------ setup
