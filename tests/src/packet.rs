@@ -754,11 +754,10 @@ pub fn verify_checksums(frame: &[u8]) -> Result<()> {
             let s = ones_complement_sum(&with_pseudo_header(ip.src, ip.dst, PROTO_TCP, seg));
             ensure!(s == 0xffff, "TCP checksum {:#06x} is wrong", t.checksum);
         }
-        Some(L4Header::Udp(u)) => {
-            if u.checksum != 0 {
-                let s = ones_complement_sum(&with_pseudo_header(ip.src, ip.dst, PROTO_UDP, seg));
-                ensure!(s == 0xffff, "UDP checksum {:#06x} is wrong", u.checksum);
-            }
+        // UDP checksum 0 means "none".
+        Some(L4Header::Udp(u)) if u.checksum != 0 => {
+            let s = ones_complement_sum(&with_pseudo_header(ip.src, ip.dst, PROTO_UDP, seg));
+            ensure!(s == 0xffff, "UDP checksum {:#06x} is wrong", u.checksum);
         }
         Some(L4Header::Icmp(i)) => {
             ensure!(

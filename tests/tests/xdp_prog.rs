@@ -219,7 +219,7 @@ impl Conn {
     }
 
     /// A packet from the client, as it arrives.
-    fn from_client(&self, flags: u8) -> FrameSpec {
+    fn client_packet(&self, flags: u8) -> FrameSpec {
         let mut f = match self.proto {
             IPPROTO_TCP => FrameSpec::tcp(
                 CLIENT_MAC,
@@ -245,7 +245,7 @@ impl Conn {
     }
 
     /// A packet from the backend, as it arrives.
-    fn from_backend(&self, flags: u8) -> FrameSpec {
+    fn backend_packet(&self, flags: u8) -> FrameSpec {
         let b = self.backend;
         let mut f = match self.proto {
             IPPROTO_TCP => FrameSpec::tcp(
@@ -273,7 +273,7 @@ impl Conn {
     }
 
     /// What a client packet must look like on its way to the backend.
-    fn to_backend(&self, input: &FrameSpec) -> FrameSpec {
+    fn toward_backend(&self, input: &FrameSpec) -> FrameSpec {
         rewrite(
             input,
             self.egress_mac,
@@ -286,7 +286,7 @@ impl Conn {
     }
 
     /// What a backend packet must look like on its way to the client.
-    fn to_client(&self, input: &FrameSpec) -> FrameSpec {
+    fn toward_client(&self, input: &FrameSpec) -> FrameSpec {
         rewrite(
             input,
             LB_MAC,
@@ -404,7 +404,7 @@ fn udp_conn(h: &XdpHarness) -> Conn {
 }
 
 fn syn(conn: &Conn) -> FrameSpec {
-    let mut f = conn.from_client(tcp_flags::SYN);
+    let mut f = conn.client_packet(tcp_flags::SYN);
     let t = f.tcp_mut();
     t.seq = 0x0a0b_0c0d;
     t.options = TcpSpec::syn_options();
@@ -568,7 +568,7 @@ fn new_syn_source_scheduler_opens_half_open_pair() -> Result<()> {
         let conn = tcp_conn(&h, client, CPORT, tcp_backend(id));
         let input = syn(&conn);
         let len = input.build().len() as u64;
-        expect_frame(&h, &input, verdict::TX, &conn.to_backend(&input))?;
+        expect_frame(&h, &input, verdict::TX, &conn.toward_backend(&input))?;
         all_entries.extend(conn.pair(flow_state::SYN));
         let s = &mut stats_by_be[id as usize];
         s.0 += 1;
@@ -633,7 +633,7 @@ fn new_syn_flow_scheduler_hashes_the_five_tuple() -> Result<()> {
     conn.service_id = FLOW_SVC_ID;
     conn.snat_port = snat_candidate(CLIENT, cport, VIP, FLOW_VPORT, IPPROTO_TCP, 0);
     let input = syn(&conn);
-    expect_frame(&h, &input, verdict::TX, &conn.to_backend(&input))?;
+    expect_frame(&h, &input, verdict::TX, &conn.toward_backend(&input))?;
     assert_eq!(
         without_times(h.half_open_all()?),
         conn.pair(flow_state::SYN)
@@ -648,11 +648,11 @@ fn retransmitted_syn_reuses_backend_and_snat_port() -> Result<()> {
     let mut h = lab()?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     let input = syn(&conn);
-    let first = expect_frame(&h, &input, verdict::TX, &conn.to_backend(&input))?;
+    let first = expect_frame(&h, &input, verdict::TX, &conn.toward_backend(&input))?;
     let half_before = without_times(h.half_open_all()?);
     // A re-pick would now choose backend 2: the retransmission must not.
     h.fill_ring(&tcp_service(), &[2])?;
-    let second = expect_frame(&h, &input, verdict::TX, &conn.to_backend(&input))?;
+    let second = expect_frame(&h, &input, verdict::TX, &conn.toward_backend(&input))?;
     assert_eq!(
         first, second,
         "the retransmitted SYN must be rewritten exactly like the first"
@@ -674,12 +674,12 @@ fn syn_ack_from_backend_is_translated_back_via_half_open() -> Result<()> {
     let h = lab()?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     let s = syn(&conn);
-    expect_frame(&h, &s, verdict::TX, &conn.to_backend(&s))?;
-    let mut synack = conn.from_backend(tcp_flags::SYN | tcp_flags::ACK);
+    expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
+    let mut synack = conn.backend_packet(tcp_flags::SYN | tcp_flags::ACK);
     synack.tcp_mut().seq = 0x7000_0000;
     synack.tcp_mut().ack = 0x0a0b_0c0e;
     synack.tcp_mut().options = TcpSpec::syn_options();
-    expect_frame(&h, &synack, verdict::TX, &conn.to_client(&synack))?;
+    expect_frame(&h, &synack, verdict::TX, &conn.toward_client(&synack))?;
     assert_eq!(
         without_times(h.half_open_all()?),
         conn.pair(flow_state::SYN),
@@ -696,11 +696,11 @@ fn handshake_ack_promotes_the_pair_into_flows() -> Result<()> {
     let h = lab()?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     let s = syn(&conn);
-    expect_frame(&h, &s, verdict::TX, &conn.to_backend(&s))?;
-    let mut ack = conn.from_client(tcp_flags::ACK);
+    expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
+    let mut ack = conn.client_packet(tcp_flags::ACK);
     ack.tcp_mut().seq = 0x0a0b_0c0e;
     ack.tcp_mut().ack = 0x7000_0001;
-    expect_frame(&h, &ack, verdict::TX, &conn.to_backend(&ack))?;
+    expect_frame(&h, &ack, verdict::TX, &conn.toward_backend(&ack))?;
     assert!(
         h.half_open_all()?.is_empty(),
         "the promoted pair must leave half_open"
@@ -709,9 +709,9 @@ fn handshake_ack_promotes_the_pair_into_flows() -> Result<()> {
     assert_fresh(&flows)?;
     assert_eq!(without_times(flows), conn.pair(flow_state::ESTABLISHED));
     // Both directions now hit flows.
-    let mut data = conn.from_backend(tcp_flags::ACK | tcp_flags::PSH);
+    let mut data = conn.backend_packet(tcp_flags::ACK | tcp_flags::PSH);
     data.tcp_mut().payload = b"220 hello from the backend\r\n".to_vec();
-    expect_frame(&h, &data, verdict::TX, &conn.to_client(&data))?;
+    expect_frame(&h, &data, verdict::TX, &conn.toward_client(&data))?;
     let (l1, l2, l3) = (
         s.build().len() as u64,
         ack.build().len() as u64,
@@ -726,9 +726,9 @@ fn rst_on_a_half_open_flow_is_forwarded_without_promotion() -> Result<()> {
     let h = lab()?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     let s = syn(&conn);
-    expect_frame(&h, &s, verdict::TX, &conn.to_backend(&s))?;
-    let rst = conn.from_client(tcp_flags::RST | tcp_flags::ACK);
-    expect_frame(&h, &rst, verdict::TX, &conn.to_backend(&rst))?;
+    expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
+    let rst = conn.client_packet(tcp_flags::RST | tcp_flags::ACK);
+    expect_frame(&h, &rst, verdict::TX, &conn.toward_backend(&rst))?;
     assert!(h.flows_all()?.is_empty(), "a RST must not promote the pair");
     assert_eq!(h.half_open_all()?.len(), 2);
     reasons_none(&h)
@@ -743,16 +743,16 @@ fn established_packets_hit_flows_in_both_directions() -> Result<()> {
     conn.client_mac = [0x02, 0, 0, 0, 0x0b, 0xbb];
     insert_pair(&mut h, &conn, flow_state::ESTABLISHED)?;
     let before = without_times(h.flows_all()?);
-    let mut req = conn.from_client(tcp_flags::ACK | tcp_flags::PSH);
+    let mut req = conn.client_packet(tcp_flags::ACK | tcp_flags::PSH);
     req.tcp_mut().payload = vec![0x5a; 300];
     req.tcp_mut().options = vec![1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
     req.ip_mut().ttl = 7;
     req.ip_mut().tos = 0xb8;
     req.ip_mut().flags_frag = 0;
-    expect_frame(&h, &req, verdict::TX, &conn.to_backend(&req))?;
-    let mut resp = conn.from_backend(tcp_flags::ACK);
+    expect_frame(&h, &req, verdict::TX, &conn.toward_backend(&req))?;
+    let mut resp = conn.backend_packet(tcp_flags::ACK);
     resp.tcp_mut().payload = vec![0xa5; 999];
-    expect_frame(&h, &resp, verdict::TX, &conn.to_client(&resp))?;
+    expect_frame(&h, &resp, verdict::TX, &conn.toward_client(&resp))?;
     assert_eq!(
         without_times(h.flows_all()?),
         before,
@@ -770,7 +770,7 @@ fn flow_to_another_device_is_redirected() -> Result<()> {
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(BE_ETH1));
     h.fill_ring(&tcp_service(), &[BE_ETH1])?;
     let s = syn(&conn);
-    expect_frame(&h, &s, verdict::REDIRECT, &conn.to_backend(&s))?;
+    expect_frame(&h, &s, verdict::REDIRECT, &conn.toward_backend(&s))?;
     assert_eq!(
         without_times(h.half_open_all()?),
         conn.pair(flow_state::SYN)
@@ -786,8 +786,8 @@ fn stale_flow_is_refreshed_and_its_missing_peer_recreated() -> Result<()> {
     let mut fwd = conn.fwd_flow(flow_state::ESTABLISHED);
     fwd.last_seen_ns = now_coarse_ns().saturating_sub(5_000_000_000);
     h.flows.insert(conn.fwd_key(), fwd, 0)?;
-    let req = conn.from_client(tcp_flags::ACK);
-    expect_frame(&h, &req, verdict::TX, &conn.to_backend(&req))?;
+    let req = conn.client_packet(tcp_flags::ACK);
+    expect_frame(&h, &req, verdict::TX, &conn.toward_backend(&req))?;
     let flows = h.flows_all()?;
     assert_fresh(&flows)?;
     assert_eq!(
@@ -803,8 +803,8 @@ fn fin_marks_the_entry_closing() -> Result<()> {
     let mut h = lab()?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     insert_pair(&mut h, &conn, flow_state::ESTABLISHED)?;
-    let fin = conn.from_client(tcp_flags::FIN | tcp_flags::ACK);
-    expect_frame(&h, &fin, verdict::TX, &conn.to_backend(&fin))?;
+    let fin = conn.client_packet(tcp_flags::FIN | tcp_flags::ACK);
+    expect_frame(&h, &fin, verdict::TX, &conn.toward_backend(&fin))?;
     let got = h.flows.get(&conn.fwd_key(), 0)?;
     assert_eq!(
         got.state,
@@ -822,8 +822,8 @@ fn rst_on_an_established_flow_marks_it_closing() -> Result<()> {
     let mut h = lab()?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     insert_pair(&mut h, &conn, flow_state::ESTABLISHED)?;
-    let rst = conn.from_backend(tcp_flags::RST | tcp_flags::ACK);
-    expect_frame(&h, &rst, verdict::TX, &conn.to_client(&rst))?;
+    let rst = conn.backend_packet(tcp_flags::RST | tcp_flags::ACK);
+    expect_frame(&h, &rst, verdict::TX, &conn.toward_client(&rst))?;
     let got = h.flows.get(&conn.rev_key(), 0)?;
     let mut want = conn.rev_flow(flow_state::CLOSING);
     want.last_seen_ns = got.last_seen_ns;
@@ -858,8 +858,8 @@ fn snat_ports_all_taken_is_dropped() -> Result<()> {
 fn udp_first_datagram_opens_flows_and_reply_returns() -> Result<()> {
     let h = lab()?;
     let conn = udp_conn(&h);
-    let q = conn.from_client(0);
-    expect_frame(&h, &q, verdict::TX, &conn.to_backend(&q))?;
+    let q = conn.client_packet(0);
+    expect_frame(&h, &q, verdict::TX, &conn.toward_backend(&q))?;
     let flows = h.flows_all()?;
     assert_fresh(&flows)?;
     assert_eq!(without_times(flows), conn.pair(flow_state::UDP));
@@ -867,8 +867,8 @@ fn udp_first_datagram_opens_flows_and_reply_returns() -> Result<()> {
         h.half_open_all()?.is_empty(),
         "UDP never goes through half_open"
     );
-    let a = conn.from_backend(0);
-    expect_frame(&h, &a, verdict::TX, &conn.to_client(&a))?;
+    let a = conn.backend_packet(0);
+    expect_frame(&h, &a, verdict::TX, &conn.toward_client(&a))?;
     let (l1, l2) = (q.build().len() as u64, a.build().len() as u64);
     expect_stats(&h, UDP_SVC_ID, UDP_BE, stats((1, l1), (1, l2), 1))?;
     reasons_none(&h)
@@ -878,18 +878,18 @@ fn udp_first_datagram_opens_flows_and_reply_returns() -> Result<()> {
 fn udp_zero_checksum_stays_zero() -> Result<()> {
     let h = lab()?;
     let conn = udp_conn(&h);
-    let mut q = conn.from_client(0);
+    let mut q = conn.client_packet(0);
     q.udp_mut().no_checksum = true;
-    let out = expect_frame(&h, &q, verdict::TX, &conn.to_backend(&q))?;
+    let out = expect_frame(&h, &q, verdict::TX, &conn.toward_backend(&q))?;
     assert_eq!(
         parse(&out)?.udp().checksum,
         0,
         "checksum 0 (none) must stay 0 toward the backend"
     );
-    let mut a = conn.from_backend(0);
+    let mut a = conn.backend_packet(0);
     a.udp_mut().no_checksum = true;
     let r = h.run(&a.build())?;
-    check_frame(&r, verdict::TX, &conn.to_client(&a))?;
+    check_frame(&r, verdict::TX, &conn.toward_client(&a))?;
     assert_eq!(
         parse(&r.frame)?.udp().checksum,
         0,
@@ -936,7 +936,7 @@ fn icmp_frag_needed_from_backend_side_is_translated_to_the_client() -> Result<()
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     insert_pair(&mut h, &conn, flow_state::ESTABLISHED)?;
     // What the LB sent toward the backend, quoted back by the backend.
-    let mut sent = conn.to_backend(&conn.from_client(tcp_flags::ACK | tcp_flags::PSH));
+    let mut sent = conn.toward_backend(&conn.client_packet(tcp_flags::ACK | tcp_flags::PSH));
     sent.tcp_mut().payload = vec![1; 1500];
     let (input, q) = icmp_error(conn.backend.mac, conn.backend.ip, SNAT, &sent, 28);
     let inner = rewrite_quote(&q, CLIENT, VIP, CPORT, VPORT)?;
@@ -964,7 +964,7 @@ fn icmp_frag_needed_from_client_side_is_translated_to_the_backend() -> Result<()
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     insert_pair(&mut h, &conn, flow_state::ESTABLISHED)?;
     // What the LB sent toward the client, quoted by a router on the way.
-    let mut sent = conn.to_client(&conn.from_backend(tcp_flags::ACK));
+    let mut sent = conn.toward_client(&conn.backend_packet(tcp_flags::ACK));
     sent.tcp_mut().payload = vec![2; 1400];
     let (mut input, q) = icmp_error(CLIENT_MAC, ROUTER, VIP, &sent, 68);
     input.src_mac = CLIENT_MAC;
@@ -989,7 +989,7 @@ fn icmp_frag_needed_from_client_side_is_translated_to_the_backend() -> Result<()
 fn icmp_error_quoting_no_flow_is_dropped() -> Result<()> {
     let h = lab()?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
-    let sent = conn.to_backend(&conn.from_client(tcp_flags::ACK));
+    let sent = conn.toward_backend(&conn.client_packet(tcp_flags::ACK));
     let (input, _) = icmp_error(conn.backend.mac, conn.backend.ip, SNAT, &sent, 28);
     expect_verdict_only(&h, &input.build(), verdict::DROP, reason::DROP_ICMP_NO_FLOW)?;
     Ok(())
@@ -999,7 +999,7 @@ fn icmp_error_quoting_no_flow_is_dropped() -> Result<()> {
 fn icmp_error_with_truncated_quote_to_us_is_dropped() -> Result<()> {
     let h = lab()?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
-    let sent = conn.to_backend(&conn.from_client(tcp_flags::ACK));
+    let sent = conn.toward_backend(&conn.client_packet(tcp_flags::ACK));
     let (input, _) = icmp_error(conn.backend.mac, conn.backend.ip, SNAT, &sent, 24);
     expect_verdict_only(&h, &input.build(), verdict::DROP, reason::DROP_MALFORMED_L4)?;
     Ok(())
@@ -1255,7 +1255,7 @@ fn udp_without_backend_is_dropped() -> Result<()> {
     let conn = udp_conn(&h);
     expect_verdict_only(
         &h,
-        &conn.from_client(0).build(),
+        &conn.client_packet(0).build(),
         verdict::DROP,
         reason::DROP_NO_BACKEND,
     )?;
@@ -1280,13 +1280,13 @@ fn inactive_vip_is_dropped() -> Result<()> {
     )?;
     expect_verdict_only(
         &h,
-        &conn.from_client(tcp_flags::ACK).build(),
+        &conn.client_packet(tcp_flags::ACK).build(),
         verdict::DROP,
         reason::DROP_INACTIVE,
     )?;
     expect_verdict_only(
         &h,
-        &udp_conn(&h).from_client(0).build(),
+        &udp_conn(&h).client_packet(0).build(),
         verdict::DROP,
         reason::DROP_INACTIVE,
     )?;
@@ -1312,7 +1312,7 @@ fn persist_key() -> PersistKey {
 fn syn_lands_on(h: &XdpHarness, to: u32) -> Result<()> {
     let conn = tcp_conn(h, CLIENT, CPORT, tcp_backend(to));
     let s = syn(&conn);
-    expect_frame(h, &s, verdict::TX, &conn.to_backend(&s))?;
+    expect_frame(h, &s, verdict::TX, &conn.toward_backend(&s))?;
     assert_eq!(
         without_times(h.half_open_all()?),
         conn.pair(flow_state::SYN)
@@ -1490,7 +1490,7 @@ fn vlan_tagged_syn_is_forwarded_with_its_tag() -> Result<()> {
     let mut s = syn(&conn);
     s.vlan = Some((ETHERTYPE_VLAN, 0x3005));
     s.pad_to = 100; // padding after the IP packet stays as it was
-    let out = expect_frame(&h, &s, verdict::TX, &conn.to_backend(&s))?;
+    let out = expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
     assert_eq!(
         &out[12..16],
         &[0x81, 0x00, 0x30, 0x05],
@@ -1525,7 +1525,7 @@ fn collision_case(in_half_open: bool) -> Result<()> {
     }
     conn.snat_port = p1;
     let s = syn(&conn);
-    let out = expect_frame(&h, &s, verdict::TX, &conn.to_backend(&s))?;
+    let out = expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
     let sport = parse(&out)?.tcp().sport;
     assert!(
         (SNAT_MIN..=SNAT_MAX).contains(&sport),
