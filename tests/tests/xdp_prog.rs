@@ -1781,3 +1781,81 @@ fn malformed_truncated_icmp_header() -> Result<()> {
     *l4 = L4Spec::Raw(vec![8, 0, 0, 0, 0, 1, 0]);
     dropped(f.build(), reason::DROP_MALFORMED_L4)
 }
+
+#[test]
+fn icmp_time_exceeded_quoting_a_udp_flow_is_translated() -> Result<()> {
+    let mut h = lab()?;
+    let conn = udp_conn(&h);
+    insert_pair(&mut h, &conn, flow_state::UDP)?;
+    // A router between LB and backend quotes the datagram the LB sent.
+    let sent = conn.toward_backend(&conn.client_packet(0));
+    let Payload::Ipv4(ip, l4) = &sent.payload else {
+        unreachable!()
+    };
+    let q = quote(ip, l4, 36);
+    let icmp = IcmpSpec {
+        typ: 11,
+        code: 0,
+        rest: [0; 4],
+        body: q.clone(),
+    };
+    let router = Ipv4Addr::new(198, 51, 100, 1);
+    let input = FrameSpec::icmp(NEIGHBOURS[1].1, LB_MAC, router, VIP, icmp);
+    let inner = rewrite_quote(&q, CLIENT, VIP, conn.cport, UDP_VPORT)?;
+    let mut want = with_icmp_body(&input, inner);
+    want.src_mac = LB_MAC;
+    want.dst_mac = CLIENT_MAC;
+    want.ip_mut().src = VIP;
+    want.ip_mut().dst = CLIENT;
+    let r = h.run(&input.build())?;
+    check_frame(&r, verdict::TX, &want)?;
+    assert_eq!(
+        h.reasons()?,
+        only_reason(reason::TX_ICMP_TRANSLATED, 1),
+        "{}",
+        describe_reasons(&h.reasons()?)
+    );
+    Ok(())
+}
+
+#[test]
+fn icmp_error_not_addressed_to_us_passes() -> Result<()> {
+    let h = lab()?;
+    let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
+    let sent = conn.client_packet(tcp_flags::ACK);
+    let (input, _) = icmp_error(
+        NEIGHBOURS[0].1,
+        NEIGHBOURS[0].0,
+        LB_CLIENT_SIDE_IP,
+        &sent,
+        28,
+    );
+    expect_pass_untouched(&h, &input.build(), reason::PASS_NOT_OURS)
+}
+
+#[test]
+fn other_ip_protocol_to_the_vip_passes() -> Result<()> {
+    let h = lab()?;
+    let mut ipspec = Ipv4Spec::new(CLIENT, VIP, 47);
+    ipspec.ttl = 30;
+    let f = FrameSpec::ipv4(
+        CLIENT_MAC,
+        LB_MAC,
+        ipspec,
+        L4Spec::Raw(vec![0, 0, 0x08, 0, 1, 2, 3, 4]),
+    );
+    expect_pass_untouched(&h, &f.build(), reason::PASS_NOT_OURS)
+}
+
+#[test]
+fn fragments_and_options_to_a_snat_address_are_dropped() -> Result<()> {
+    let h = lab()?;
+    let b = tcp_backend(1);
+    let mut f = FrameSpec::tcp(b.mac, LB_MAC, b.ip, BPORT, SNAT, 40123, tcp_flags::ACK);
+    f.ip_mut().flags_frag = IP_MF;
+    expect_verdict_only(&h, &f.build(), verdict::DROP, reason::DROP_FRAGMENT)?;
+    let mut f = FrameSpec::tcp(b.mac, LB_MAC, b.ip, BPORT, SNAT, 40123, tcp_flags::ACK);
+    f.ip_mut().options = vec![1, 1, 1, 0];
+    expect_verdict_only(&h, &f.build(), verdict::DROP, reason::DROP_IP_OPTIONS)?;
+    Ok(())
+}
