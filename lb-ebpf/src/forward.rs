@@ -40,8 +40,7 @@ pub fn established(ctx: &XdpContext, pkt: &Packet, entry: *mut Flow, now: u64) -
         f.last_seen_ns = now;
         refresh(ctx, pkt, f, now);
     }
-    let copy = *f;
-    send(ctx, pkt, &copy)
+    send(ctx, pkt, f)
 }
 
 /// The once-a-second upkeep of an established entry: re-learn the next hop
