@@ -2,7 +2,8 @@
 //! spec (notes/xdp-spec.md), through BPF_PROG_TEST_RUN on crafted frames.
 //!
 //! Needs root: run with
-//! `cargo test -p lb-tests --test xdp_prog -- --test-threads=1`.
+//! `cargo test -p lb-tests --test xdp_prog -- --test-threads=1` (each case has
+//! its own namespace, so parallel runs work too).
 //! Every case loads a fresh program in a fresh namespace, writes the maps it
 //! needs, runs frames and asserts the verdict, every field of the frame that
 //! comes back (against a frame built independently), its checksums, and every
