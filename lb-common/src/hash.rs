@@ -53,7 +53,10 @@ mod tests {
     fn fixed_values_never_change() {
         // Both nodes (and every release) must agree: pin the function.
         assert_eq!(fmix32(0), 0);
-        assert_eq!(source_hash(u32::from_ne_bytes([203, 0, 113, 7])), source_hash(u32::from_ne_bytes([203, 0, 113, 7])));
+        assert_eq!(
+            source_hash(u32::from_ne_bytes([203, 0, 113, 7])),
+            source_hash(u32::from_ne_bytes([203, 0, 113, 7]))
+        );
         assert_eq!(fmix32(1), 0x514e_28b7);
     }
 

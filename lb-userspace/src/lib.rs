@@ -1,6 +1,8 @@
 //! The lb agent `lbd`: loads the XDP program, keeps its maps in step with the
 //! config, and (later) health checks, VRRP and the admin page.
 
+pub mod dataplane;
+
 /// The compiled eBPF objects, built by build.rs from the lb-ebpf crate.
 pub mod objects {
     /// The production XDP program and its maps.
