@@ -182,6 +182,14 @@ impl Maps {
         Ok(snap)
     }
 
+    /// Writes one entry into `flows`, as the data path would (flow-state
+    /// sync between nodes will restore flows this way; tests seed the GC).
+    pub fn insert_flow(&mut self, key: &FlowKey, flow: &Flow) -> Result<()> {
+        self.flows
+            .insert(key, flow, 0)
+            .with_context(|| format!("writing {key:?} to flows"))
+    }
+
     /// One collection over `flows`, `half_open` and `persist`.
     ///
     /// A pair judged expired from the snapshot is read again just before it
