@@ -283,27 +283,39 @@ fn maps_apply_read_back_and_flip() {
 fn ring_write_cost() {
     let limits = small_limits();
     let mut maps = Maps::standalone(&limits).expect("standalone maps (run as root)");
-    let ring: Arc<[u32]> = (0..limits.ring_size)
+    let ring_a: Arc<[u32]> = (0..limits.ring_size)
         .map(|i| i % 50 + 1)
         .collect::<Vec<_>>()
         .into();
-    let mut times = Vec::new();
-    for which in [0u8, 1, 0] {
+    let ring_b: Arc<[u32]> = (0..limits.ring_size)
+        .map(|i| i % 7 + 100)
+        .collect::<Vec<_>>()
+        .into();
+    let mut batched = Vec::new();
+    for (which, ring) in [(0u8, &ring_a), (1, &ring_b), (0, &ring_b)] {
         let t = Instant::now();
-        maps.write_ring(3, which, &ring).unwrap();
-        times.push(t.elapsed());
+        maps.write_ring(3, which, ring).unwrap();
+        batched.push(t.elapsed());
     }
+    assert_eq!(&maps.read_ring(3, 0).unwrap()[..], &ring_b[..]);
+    assert_eq!(&maps.read_ring(3, 1).unwrap()[..], &ring_b[..]);
+    // neighbours untouched: ring 0 of service 2 and ring 1 of service 3's successor slot range
+    assert!(maps.read_ring(2, 1).unwrap().iter().all(|b| *b == 0));
+    let t = Instant::now();
+    maps.write_ring_slots(limits.ring_offset(3, 1), &ring_a)
+        .unwrap();
+    let single = t.elapsed();
+    assert_eq!(&maps.read_ring(3, 1).unwrap()[..], &ring_a[..]);
     println!(
-        "writing {} maglev slots (one syscall each): {times:?}",
+        "writing {} maglev slots: batched {batched:?}, one syscall per slot {single:?}",
         limits.ring_size
     );
-    assert_eq!(&maps.read_ring(3, 1).unwrap()[..], &ring[..]);
-    assert!(maps.write_ring(3, 2, &ring).is_err());
+    assert!(maps.write_ring(3, 2, &ring_a).is_err());
     assert!(
-        maps.write_ring(4, 0, &ring).is_err(),
+        maps.write_ring(4, 0, &ring_a).is_err(),
         "service id 4 is beyond max_services"
     );
-    assert!(maps.write_ring(0, 0, &ring[1..]).is_err());
+    assert!(maps.write_ring(0, 0, &ring_a[1..]).is_err());
 }
 
 /// Inserts a client->backend entry and its reply entry.

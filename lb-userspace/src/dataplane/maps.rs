@@ -3,6 +3,7 @@
 //! addresses and ports are network order, as `lb_common` documents.
 
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -24,6 +25,8 @@ pub struct Maps {
     pub(super) services: HashMap<MapData, ServiceKey, ServiceInfo>,
     pub(super) backends: Array<MapData, BackendInfo>,
     pub(super) maglev: Array<MapData, u32>,
+    /// A second descriptor of `maglev` for batch updates, which aya lacks.
+    maglev_fd: OwnedFd,
     pub(super) flows: HashMap<MapData, FlowKey, Flow>,
     pub(super) half_open: HashMap<MapData, FlowKey, Flow>,
     pub(super) persist: HashMap<MapData, PersistKey, Persist>,
@@ -55,10 +58,12 @@ macro_rules! typed {
 impl Maps {
     /// Takes every map out of a loaded object.
     pub fn from_ebpf(ebpf: &mut Ebpf, limits: &Limits) -> Result<Self> {
+        let (maglev, maglev_fd) = with_fd(take(ebpf, map_names::MAGLEV)?)?;
         Ok(Maps {
             services: typed!(ebpf, map_names::SERVICES),
             backends: typed!(ebpf, map_names::BACKENDS),
-            maglev: typed!(ebpf, map_names::MAGLEV),
+            maglev,
+            maglev_fd,
             flows: typed!(ebpf, map_names::FLOWS),
             half_open: typed!(ebpf, map_names::HALF_OPEN),
             persist: typed!(ebpf, map_names::PERSIST),
@@ -80,10 +85,15 @@ impl Maps {
         let ctx = |what: &'static str| {
             move || format!("creating a standalone {what} map (needs CAP_BPF)")
         };
+        let def = aya_obj::Map::new_from_params(BPF_MAP_TYPE_ARRAY, 4, 4, maglev, 0);
+        let (maglev, maglev_fd) = with_fd(Map::Array(
+            MapData::create(def, "maglev", None).with_context(ctx("maglev"))?,
+        ))?;
         Ok(Maps {
             services: HashMap::create(limits.max_services, 0).with_context(ctx("services"))?,
             backends: Array::create(limits.max_backends, 0).with_context(ctx("backends"))?,
-            maglev: Array::create(maglev, 0).with_context(ctx("maglev"))?,
+            maglev,
+            maglev_fd,
             flows: HashMap::create(limits.flows, 0).with_context(ctx("flows"))?,
             half_open: HashMap::create(limits.half_open, 0).with_context(ctx("half_open"))?,
             persist: HashMap::create(limits.persist, 0).with_context(ctx("persist"))?,
@@ -168,8 +178,9 @@ impl Maps {
     }
 
     /// Writes ring `which` (0 or 1) of a service: M slots at
-    /// `(service_id * 2 + which) * M`. aya 0.14 has no batch update, so this
-    /// is one syscall per slot (see the dataplane test for the measured cost).
+    /// `(service_id * 2 + which) * M`, in one BPF_MAP_UPDATE_BATCH call
+    /// (aya 0.14 has none; one syscall per slot took 80 ms for M = 65537
+    /// here), falling back to single updates where the kernel lacks it.
     pub fn write_ring(&mut self, service_id: u32, which: u8, ring: &[u32]) -> Result<()> {
         ensure!(
             which < 2,
@@ -187,13 +198,33 @@ impl Maps {
         );
         let base = self.limits.ring_offset(service_id, which);
         let start = Instant::now();
-        for (slot, backend) in ring.iter().enumerate() {
-            let index = base + slot as u32;
-            self.maglev.set(index, backend, 0).with_context(|| {
-                format!("writing maglev[{index}] (ring {which} of service {service_id})")
-            })?;
+        let keys: Vec<u32> = (base..base + self.limits.ring_size).collect();
+        match update_batch(self.maglev_fd.as_fd(), &keys, ring) {
+            Ok(()) => {}
+            Err(e) if batch_unsupported(&e) => {
+                tracing::debug!(error = %e, "no batch map updates: writing the ring slot by slot");
+                self.write_ring_slots(base, ring)
+                    .with_context(|| format!("writing ring {which} of service {service_id}"))?;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("writing ring {which} of service {service_id} to maglev")
+                });
+            }
         }
         tracing::debug!(service_id, which, slots = ring.len(), elapsed = ?start.elapsed(), "wrote ring");
+        Ok(())
+    }
+
+    /// One update per slot from maglev index `base`: the fallback of
+    /// [`write_ring`](Self::write_ring), public so its cost can be compared.
+    pub fn write_ring_slots(&mut self, base: u32, ring: &[u32]) -> Result<()> {
+        for (slot, backend) in ring.iter().enumerate() {
+            let index = base + slot as u32;
+            self.maglev
+                .set(index, backend, 0)
+                .with_context(|| format!("writing maglev[{index}]"))?;
+        }
         Ok(())
     }
 
@@ -350,6 +381,82 @@ pub fn check_pinned(pins: &PinDir, limits: &Limits) -> Result<()> {
         }
     }
     Ok(())
+}
+
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// `union bpf_attr` for the batch commands.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// BPF_MAP_UPDATE_BATCH of u32 keys to u32 values.
+fn update_batch(fd: BorrowedFd<'_>, keys: &[u32], values: &[u32]) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len());
+    let mut done = 0;
+    while done < keys.len() {
+        let mut attr = BatchAttr {
+            in_batch: 0,
+            out_batch: 0,
+            keys: keys[done..].as_ptr() as u64,
+            values: values[done..].as_ptr() as u64,
+            count: u32::try_from(keys.len() - done).map_err(io::Error::other)?,
+            map_fd: fd.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: attr points at `count` keys and values that outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &mut attr,
+                size_of::<BatchAttr>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // the kernel reports how many it wrote; it may stop early on a signal
+        if attr.count == 0 {
+            return Err(io::Error::other("BPF_MAP_UPDATE_BATCH made no progress"));
+        }
+        done += attr.count as usize;
+    }
+    Ok(())
+}
+
+fn batch_unsupported(e: &io::Error) -> bool {
+    const ENOTSUPP: i32 = 524; // the kernel's internal "not supported"
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+    )
+}
+
+/// Splits an array map into its typed handle and a second descriptor.
+fn with_fd(map: Map) -> Result<(Array<MapData, u32>, OwnedFd)> {
+    let fd = match &map {
+        Map::Array(data) => data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the maglev map fd")?,
+        _ => bail!("map \"maglev\" is not an array"),
+    };
+    let array = map
+        .try_into()
+        .context("map \"maglev\" has another key/value size than lb-common's")?;
+    Ok((array, fd))
 }
 
 fn nr_cpus_checked() -> Result<usize> {
