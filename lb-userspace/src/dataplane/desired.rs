@@ -286,14 +286,26 @@ pub fn plan(current: &AppliedState, desired: &DesiredState, limits: &Limits) -> 
         }
     }
 
+    // A removed service whose id a new one takes goes first: the newcomer's
+    // ring write would otherwise land in rings the old entry still uses.
+    let want_keys: BTreeSet<SvcKey> = desired.services.iter().map(|s| s.key.into()).collect();
+    let want_ids: BTreeSet<u32> = desired.services.iter().map(|s| s.id).collect();
+    let (early, late): (Vec<_>, Vec<_>) = current
+        .services
+        .iter()
+        .filter(|(k, _)| !want_keys.contains(k))
+        .partition(|(_, a)| want_ids.contains(&a.info.id));
+    for (key, _) in early {
+        ops.push(MapOp::RemoveService { key: (*key).into() });
+    }
+
     let mut services: Vec<&DesiredService> = desired.services.iter().collect();
     services.sort_by_key(|s| SvcKey::from(s.key));
     for s in services {
         plan_service(current, s, limits, &mut ops);
     }
 
-    let want_keys: BTreeSet<SvcKey> = desired.services.iter().map(|s| s.key.into()).collect();
-    for key in current.services.keys().filter(|k| !want_keys.contains(k)) {
+    for (key, _) in late {
         ops.push(MapOp::RemoveService { key: (*key).into() });
     }
 
@@ -523,6 +535,18 @@ mod tests {
         let clear = position(&ops, |o| *o == MapOp::ClearBackend { id: 4 });
         assert!(rm < clear);
         assert_eq!(applied.services.len(), 1);
+    }
+
+    #[test]
+    fn a_reused_service_id_is_freed_before_its_rings_are_written() {
+        let mut applied = AppliedState::default();
+        converge(&mut applied, &state(vec![service(1, 443, &[1])]));
+        let ops = converge(&mut applied, &state(vec![service(1, 80, &[2])]));
+        let rm = position(&ops, |o| *o == MapOp::RemoveService { key: key(443) });
+        let ring = position(&ops, |o| {
+            matches!(o, MapOp::WriteRing { service_id: 1, .. })
+        });
+        assert!(rm < ring, "{ops:#?}");
     }
 
     #[test]
