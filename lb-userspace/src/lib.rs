@@ -7,6 +7,7 @@ pub mod dataplane;
 pub mod ids;
 pub mod logging;
 pub mod maglev;
+pub mod vips;
 
 /// The compiled eBPF objects, built by build.rs from the lb-ebpf crate.
 pub mod objects {
