@@ -211,7 +211,13 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            ["case", "method", "ns_net", "ns_per_packet", "ratio_to_baseline"]
+            [
+                "case",
+                "method",
+                "ns_net",
+                "ns_per_packet",
+                "ratio_to_baseline"
+            ]
         );
         assert!(obj["ratio_to_baseline"].is_null());
     }

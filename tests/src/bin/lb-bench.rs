@@ -24,8 +24,8 @@ use anyhow::{Context, Result, bail, ensure};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{
-    FlowKey, IPPROTO_TCP, ServiceInfo, TrafficStats, backend_flags, local_addr_flags, reason,
-    service_flags,
+    FlowKey, IPPROTO_TCP, ServiceInfo, TrafficStats, backend_flags, default_size, local_addr_flags,
+    reason, service_flags,
 };
 use lb_tests::bench::{Row, median, median_f64, percentile, render_table, test_run_rows};
 use lb_tests::packet::{FrameSpec, Mac, TcpSpec, tcp_flags};
@@ -45,12 +45,15 @@ const WARMUP_CALLS: usize = 2_000;
 const MAGLEV_RUNS: usize = 7;
 const MAGLEV_BACKENDS: [u32; 3] = [10, 100, 1000];
 
-/// Production ring size M.
-const RING: u32 = 65_537;
-/// Room for every SYN of a round (two half_open entries each) with a wide
-/// margin: an LRU map close to full evicts, which would skew the figures.
-const HALF_OPEN_SIZE: u32 = 262_144;
-const FLOWS_SIZE: u32 = 262_144;
+/// Production sizes: the ring M, and the flow tables, whose size shows in
+/// the figures (a new flow costs about half as much with 4096-entry tables,
+/// which stay in the CPU caches).
+const RING: u32 = default_size::RING;
+const FLOWS_SIZE: u32 = default_size::FLOWS;
+/// half_open is emptied after every new-SYN batch; a batch (two entries per
+/// SYN) must fit in half of it, far from LRU eviction.
+const HALF_OPEN_SIZE: u32 = default_size::HALF_OPEN;
+const MAX_CALLS: usize = HALF_OPEN_SIZE as usize / 4;
 /// A wide SNAT range: new flows must not run short of ports.
 const SNAT_MIN: u16 = 10_000;
 const SNAT_MAX: u16 = 59_999;
@@ -68,6 +71,10 @@ const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc1];
 /// The client of the established connection (outside the new-SYN clients).
 const EST_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 240);
 const EST_PORT: u16 = 40_000;
+/// The many-flows case: this many established connections, from
+/// 192.0.2.230..=239 (outside the new-SYN clients), ports from 20000.
+const MANY_FLOWS: u16 = 10_000;
+const MANY_ADDRS: u16 = 10;
 /// New-SYN clients: 192.0.2.20 up to .218 and every source port from 1024;
 /// call i uses address index i mod 199 and port 1024 + i mod 60000 (coprime
 /// moduli: no 5-tuple repeats within 199 * 60000 calls).
@@ -122,6 +129,10 @@ fn options() -> Result<Options> {
                 .parse()
                 .with_context(|| format!("{name} needs a number, not {v:?}"))?;
             ensure!(n > 0, "{name} must be at least 1");
+            ensure!(
+                n <= MAX_CALLS,
+                "{name} must be at most {MAX_CALLS} (the SYNs of one batch must fit in half_open)"
+            );
             Ok(n)
         };
         match a.as_str() {
@@ -322,6 +333,9 @@ enum Case {
     NewSyn,
     /// A data packet from the client of an established connection.
     Established,
+    /// The same, from 10,000 established connections in turn: the flow
+    /// entries no longer all sit in the CPU caches.
+    EstablishedMany,
     /// A data packet from the backend back to the SNAT address and port.
     Reply,
     /// TCP to the LB's own address (ssh): not a service, not a flow.
@@ -329,11 +343,12 @@ enum Case {
 }
 
 impl Case {
-    const ALL: [Case; 6] = [
+    const ALL: [Case; 7] = [
         Case::Empty,
         Case::Baseline,
         Case::NewSyn,
         Case::Established,
+        Case::EstablishedMany,
         Case::Reply,
         Case::NotOurs,
     ];
@@ -344,6 +359,7 @@ impl Case {
             Case::Baseline => "baseline",
             Case::NewSyn => "new_syn",
             Case::Established => "established",
+            Case::EstablishedMany => "established_10k_flows",
             Case::Reply => "reply",
             Case::NotOurs => "not_ours",
         }
@@ -357,10 +373,31 @@ impl Case {
     }
 }
 
-/// What a batch must have added to the service's counters and the reasons.
+/// What a batch must have added to the service's counters and the reasons,
+/// and the verdict of every call.
 struct Expected {
+    verdict: u32,
     service: TrafficStats,
     reasons: Vec<u64>,
+}
+
+impl Expected {
+    fn new(verdict: u32) -> Expected {
+        Expected {
+            verdict,
+            service: TrafficStats::default(),
+            reasons: vec![0; reason::COUNT as usize],
+        }
+    }
+
+    /// Every call forwarded toward a backend (`new` of them new flows).
+    fn to_backend(n: u64, bytes: u64, new: u64) -> Expected {
+        let mut e = Expected::new(verdict::TX);
+        e.service.packets_to_backend = n;
+        e.service.bytes_to_backend = bytes;
+        e.service.new_flows = new;
+        e
+    }
 }
 
 /// The harness (program `lb`, its maps, the namespace), the lab programs,
@@ -371,17 +408,13 @@ struct Lab {
     established: Vec<u8>,
     reply: Vec<u8>,
     not_ours: Vec<u8>,
+    /// A data frame of each of the [`MANY_FLOWS`] connections.
+    many: Vec<Vec<u8>>,
     /// Index of the next new-SYN 5-tuple.
     next_syn: u64,
 }
 
-fn data_frame(
-    src_mac: Mac,
-    src: Ipv4Addr,
-    sport: u16,
-    dst: Ipv4Addr,
-    dport: u16,
-) -> FrameSpec {
+fn data_frame(src_mac: Mac, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FrameSpec {
     let mut f = FrameSpec::tcp(
         src_mac,
         LB_MAC,
@@ -395,8 +428,24 @@ fn data_frame(
     f
 }
 
+fn syn_frame(client: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut f = FrameSpec::tcp(CLIENT_MAC, LB_MAC, client, port, VIP, VPORT, tcp_flags::SYN);
+    f.tcp_mut().options = TcpSpec::syn_options();
+    f.build()
+}
+
+fn ack_frame(client: Ipv4Addr, port: u16) -> Vec<u8> {
+    FrameSpec::tcp(CLIENT_MAC, LB_MAC, client, port, VIP, VPORT, tcp_flags::ACK).build()
+}
+
 fn backend_id(addr_index: u32, port_index: u32) -> u32 {
     1 + addr_index * PORTS_PER_ADDR + port_index
+}
+
+fn total_len(frames: &[Vec<u8>], calls: usize) -> u64 {
+    (0..calls)
+        .map(|i| frames[i % frames.len()].len() as u64)
+        .sum()
 }
 
 impl Lab {
@@ -405,7 +454,7 @@ impl Lab {
             maglev: 2 * RING,
             flows: FLOWS_SIZE,
             half_open: HALF_OPEN_SIZE,
-            persist: 1024,
+            persist: default_size::PERSIST,
         })?;
         h.set_settings(SNAT_MIN, SNAT_MAX)?;
         h.add_local_addr(VIP, local_addr_flags::VIP | local_addr_flags::SNAT)?;
@@ -471,14 +520,55 @@ impl Lab {
             tcp_flags::ACK,
         )
         .build();
-        Ok(Lab {
+        let mut lab = Lab {
             h,
             lab,
             established,
             reply,
             not_ours,
+            many: Vec::new(),
             next_syn: 0,
-        })
+        };
+        lab.open_many()
+            .context("could not open the connections of the many-flows case")?;
+        Ok(lab)
+    }
+
+    /// Opens [`MANY_FLOWS`] connections (SYN, then the handshake ACK) and
+    /// keeps a data frame of each.
+    fn open_many(&mut self) -> Result<()> {
+        let clients: Vec<(Ipv4Addr, u16)> = (0..MANY_FLOWS)
+            .map(|i| {
+                (
+                    Ipv4Addr::new(192, 0, 2, 230 + (i % MANY_ADDRS) as u8),
+                    20_000 + i / MANY_ADDRS,
+                )
+            })
+            .collect();
+        let n = clients.len();
+        let syns: Vec<Vec<u8>> = clients.iter().map(|(c, p)| syn_frame(*c, *p)).collect();
+        let acks: Vec<Vec<u8>> = clients.iter().map(|(c, p)| ack_frame(*c, *p)).collect();
+        let prog = self.h.program()?;
+        let want = Expected::to_backend(n as u64, total_len(&syns, n), n as u64);
+        self.checked_run("the SYNs of the many flows", prog, &syns, n, &want)?;
+        let want = Expected::to_backend(n as u64, total_len(&acks, n), 0);
+        self.checked_run(
+            "the handshake ACKs of the many flows",
+            prog,
+            &acks,
+            n,
+            &want,
+        )?;
+        let left = self.h.half_open.keys().count();
+        ensure!(
+            left == 0,
+            "{left} half_open entries are left after the handshakes: some ACKs did not promote their connection"
+        );
+        self.many = clients
+            .iter()
+            .map(|(c, p)| data_frame(CLIENT_MAC, *c, *p, VIP, VPORT).build())
+            .collect();
+        Ok(())
     }
 
     fn lab_program(&self, name: &str) -> Result<&Xdp> {
@@ -493,18 +583,7 @@ impl Lab {
         let i = self.next_syn;
         self.next_syn += 1;
         let client = Ipv4Addr::new(192, 0, 2, 20 + (i % SYN_ADDRS) as u8);
-        let port = 1024 + (i % SYN_PORTS) as u16;
-        let mut f = FrameSpec::tcp(
-            CLIENT_MAC,
-            LB_MAC,
-            client,
-            port,
-            VIP,
-            VPORT,
-            tcp_flags::SYN,
-        );
-        f.tcp_mut().options = TcpSpec::syn_options();
-        f.build()
+        syn_frame(client, 1024 + (i % SYN_PORTS) as u16)
     }
 
     /// Runs `calls` timed calls of `case`, checks that each took the
@@ -517,59 +596,85 @@ impl Lab {
         let frames: Vec<Vec<u8>> = match case {
             Case::NewSyn => (0..calls).map(|_| self.new_syn()).collect(),
             Case::Empty | Case::Baseline | Case::Established => vec![self.established.clone()],
+            Case::EstablishedMany => self.many.clone(),
             Case::Reply => vec![self.reply.clone()],
             Case::NotOurs => vec![self.not_ours.clone()],
         };
-        let bytes: u64 = (0..calls)
-            .map(|i| frames[i % frames.len()].len() as u64)
-            .sum();
+        let bytes = total_len(&frames, calls);
         let n = calls as u64;
-        let mut expected = Expected {
-            service: TrafficStats::default(),
-            reasons: vec![0; reason::COUNT as usize],
-        };
-        match case {
-            Case::Empty | Case::Baseline => {}
-            Case::NewSyn => {
-                expected.service.packets_to_backend = n;
-                expected.service.bytes_to_backend = bytes;
-                expected.service.new_flows = n;
-            }
-            Case::Established => {
-                expected.service.packets_to_backend = n;
-                expected.service.bytes_to_backend = bytes;
-            }
+        let expected = match case {
+            Case::Empty => Expected::new(verdict::PASS),
+            Case::Baseline => Expected::new(verdict::TX),
+            Case::NewSyn => Expected::to_backend(n, bytes, n),
+            Case::Established | Case::EstablishedMany => Expected::to_backend(n, bytes, 0),
             Case::Reply => {
-                expected.service.packets_to_client = n;
-                expected.service.bytes_to_client = bytes;
+                let mut e = Expected::new(verdict::TX);
+                e.service.packets_to_client = n;
+                e.service.bytes_to_client = bytes;
+                e
             }
-            Case::NotOurs => expected.reasons[reason::PASS_NOT_OURS as usize] = n,
-        }
-
+            Case::NotOurs => {
+                let mut e = Expected::new(verdict::PASS);
+                e.reasons[reason::PASS_NOT_OURS as usize] = n;
+                e
+            }
+        };
         let prog = match case {
             Case::Empty => self.lab_program("lab_pass")?,
             Case::Baseline => self.lab_program("bench_baseline")?,
             _ => self.h.program()?,
         };
+        if case == Case::EstablishedMany {
+            // Entries refresh (FIB lookup, peer check) on their first packet
+            // after a second; 10,000 flows would refresh on a large share of
+            // the timed calls, unlike a busy flow in production (once per
+            // second). An untimed pass first brings every entry up to date.
+            let m = frames.len();
+            let want = Expected::to_backend(m as u64, total_len(&frames, m), 0);
+            self.checked_run(
+                "the refresh pass of established_10k_flows",
+                prog,
+                &frames,
+                m,
+                &want,
+            )?;
+        }
+        let durations = self.checked_run(case.name(), prog, &frames, calls, &expected)?;
+        if case == Case::NewSyn {
+            self.forget_half_open(2 * n)?;
+        }
+        Ok(durations)
+    }
+
+    /// Runs `prog` `calls` times, one call per frame (cycling through
+    /// `frames`), inside the namespace; checks every verdict and the
+    /// counters against `want`, and returns the kernel-reported ns of each
+    /// call.
+    fn checked_run(
+        &self,
+        what: &str,
+        prog: &Xdp,
+        frames: &[Vec<u8>],
+        calls: usize,
+        want: &Expected,
+    ) -> Result<Vec<u32>> {
         let before_stats = self.h.service_stats(SVC_ID)?;
         let before_reasons = self.h.reasons()?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex. data_end is filled in by the kernel.
-        let ctx: Vec<u8> = [0u32, 0, 0, self.h.eth0, 0, 0]
-            .iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect();
         let (durations, verdicts) = self.h.ns.run_in(|| {
             let mut durations = Vec::with_capacity(calls);
             let mut verdicts: BTreeMap<u32, u64> = BTreeMap::new();
             for i in 0..calls {
                 let frame = &frames[i % frames.len()];
-                let mut ctx_in = ctx.clone();
-                ctx_in[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+                // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+                // rx_queue_index, egress_ifindex.
+                let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, self.h.eth0, 0, 0]
+                    .iter()
+                    .flat_map(|v| v.to_ne_bytes())
+                    .collect();
                 let r = prog
                     .test_run(TestRunOptions {
                         data_in: Some(frame),
-                        ctx_in: Some(&ctx_in),
+                        ctx_in: Some(&ctx),
                         repeat: 1,
                         ..Default::default()
                     })
@@ -579,50 +684,38 @@ impl Lab {
             }
             Ok((durations, verdicts))
         })?;
-        let after_stats = self.h.service_stats(SVC_ID)?;
-        let after_reasons = self.h.reasons()?;
-
-        let want = case.expected_verdict();
-        if verdicts.get(&want) != Some(&n) {
-            let seen: Vec<String> = verdicts
-                .iter()
-                .map(|(v, c)| format!("{} {c}", verdict::name(*v)))
-                .collect();
-            let reasons: Vec<u64> = after_reasons
-                .iter()
-                .zip(&before_reasons)
-                .map(|(a, b)| a - b)
-                .collect();
-            bail!(
-                "{} of {calls} calls should have returned {}, but the verdicts were: {} (reasons: {}); the figure would time another path",
-                case.name(),
-                verdict::name(want),
-                seen.join(", "),
-                describe_reasons(&reasons)
-            );
-        }
-        let service = delta(&after_stats, &before_stats);
-        ensure!(
-            service == expected.service,
-            "{}: the service counters moved by {service:?}, expected {:?}: some calls took another path",
-            case.name(),
-            expected.service
-        );
-        let reasons: Vec<u64> = after_reasons
+        let service = delta(&self.h.service_stats(SVC_ID)?, &before_stats);
+        let reasons: Vec<u64> = self
+            .h
+            .reasons()?
             .iter()
             .zip(&before_reasons)
             .map(|(a, b)| a - b)
             .collect();
-        ensure!(
-            reasons == expected.reasons,
-            "{}: the reason counters moved by {} (expected {}): some calls took another path",
-            case.name(),
-            describe_reasons(&reasons),
-            describe_reasons(&expected.reasons)
-        );
-        if case == Case::NewSyn {
-            self.forget_half_open(2 * n)?;
+
+        if verdicts.get(&want.verdict) != Some(&(calls as u64)) {
+            let seen: Vec<String> = verdicts
+                .iter()
+                .map(|(v, c)| format!("{} {c}", verdict::name(*v)))
+                .collect();
+            bail!(
+                "{what}: all {calls} calls should have returned {}, but the verdicts were: {} (reasons: {}); the figure would time another path",
+                verdict::name(want.verdict),
+                seen.join(", "),
+                describe_reasons(&reasons)
+            );
         }
+        ensure!(
+            service == want.service,
+            "{what}: the service counters moved by {service:?}, expected {:?}: some calls took another path",
+            want.service
+        );
+        ensure!(
+            reasons == want.reasons,
+            "{what}: the reason counters moved by {} (expected {}): some calls took another path",
+            describe_reasons(&reasons),
+            describe_reasons(&want.reasons)
+        );
         Ok(durations)
     }
 
@@ -665,32 +758,13 @@ fn delta(after: &TrafficStats, before: &TrafficStats) -> TrafficStats {
 /// handshake ACK, which moves the pair into flows) and returns a data frame
 /// of each direction.
 fn establish(h: &XdpHarness) -> Result<(Vec<u8>, Vec<u8>)> {
-    let mut syn = FrameSpec::tcp(
-        CLIENT_MAC,
-        LB_MAC,
-        EST_CLIENT,
-        EST_PORT,
-        VIP,
-        VPORT,
-        tcp_flags::SYN,
-    );
-    syn.tcp_mut().options = TcpSpec::syn_options();
-    let r = h.run(&syn.build())?;
+    let r = h.run(&syn_frame(EST_CLIENT, EST_PORT))?;
     ensure!(
         r.verdict == verdict::TX,
         "the SYN of the established connection got {}",
         verdict::name(r.verdict)
     );
-    let ack = FrameSpec::tcp(
-        CLIENT_MAC,
-        LB_MAC,
-        EST_CLIENT,
-        EST_PORT,
-        VIP,
-        VPORT,
-        tcp_flags::ACK,
-    );
-    let r = h.run(&ack.build())?;
+    let r = h.run(&ack_frame(EST_CLIENT, EST_PORT))?;
     ensure!(
         r.verdict == verdict::TX,
         "the handshake ACK got {}",
