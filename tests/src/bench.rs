@@ -198,8 +198,14 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("case"));
         assert!(lines[2].contains("1234567"));
-        assert!(lines[2].contains(" | - | "), "{}", lines[2]);
-        assert!(lines[2].ends_with("wall clock"));
+        let cells: Vec<&str> = lines[2].split('|').map(str::trim).collect();
+        assert_eq!(
+            cells,
+            ["maglev_build_10", "1234567", "-", "-", "wall clock"],
+            "{}",
+            lines[2]
+        );
+        assert_eq!(lines[1].len(), lines[0].len().max(lines[1].len()));
     }
 
     #[test]
