@@ -182,7 +182,8 @@ fn run() -> Result<()> {
             .with_context(|| format!("warm-up of case {}", case.name()))?;
     }
     for round in 0..opts.rounds {
-        // Rotate the order so no case always runs first or after another.
+        // Rotate the order so no case always runs first (right after the
+        // setup, or the half_open cleanup of the new-SYN batch).
         for i in 0..cases.len() {
             let case = cases[(i + round) % cases.len()];
             let mut durations = lab
@@ -205,15 +206,7 @@ fn run() -> Result<()> {
             (c.name().to_string(), m)
         })
         .collect();
-    let mut rows = test_run_rows(
-        &raw,
-        Case::Empty.name(),
-        Case::Baseline.name(),
-        "test_run x1, median",
-    );
-    for r in &mut rows {
-        r.method = method.clone();
-    }
+    let mut rows = test_run_rows(&raw, Case::Empty.name(), Case::Baseline.name(), &method);
     drop(lab);
 
     for n in MAGLEV_BACKENDS {
