@@ -257,6 +257,27 @@ pub struct Snapshot {
     pub reasons: Vec<u64>,
 }
 
+/// Max entries of the maps whose size the loader chooses.
+#[derive(Clone, Copy, Debug)]
+pub struct TableSizes {
+    pub maglev: u32,
+    pub flows: u32,
+    pub half_open: u32,
+    pub persist: u32,
+}
+
+impl Default for TableSizes {
+    /// The tests' sizes: small, so every case loads fast.
+    fn default() -> Self {
+        TableSizes {
+            maglev: RING_SIZE * RINGS,
+            flows: SMALL_TABLE,
+            half_open: SMALL_TABLE,
+            persist: SMALL_TABLE,
+        }
+    }
+}
+
 /// Service ids and backend ids the snapshot covers.
 pub const TRACKED_IDS: u32 = 32;
 
@@ -298,6 +319,13 @@ impl XdpHarness {
     /// with a message saying what is missing, when not root or when BPF is
     /// unavailable: these tests must never pass by skipping.
     pub fn new() -> Result<XdpHarness> {
+        Self::with_sizes(TableSizes::default())
+    }
+
+    /// Like [`XdpHarness::new`], with map sizes of the caller's choosing (the
+    /// benchmark needs room for tens of thousands of new flows and a
+    /// production-size Maglev ring).
+    pub fn with_sizes(sizes: TableSizes) -> Result<XdpHarness> {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
         ensure!(
@@ -324,10 +352,10 @@ impl XdpHarness {
         })?;
 
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(map_names::MAGLEV, RING_SIZE * RINGS)
-            .map_max_entries(map_names::FLOWS, SMALL_TABLE)
-            .map_max_entries(map_names::HALF_OPEN, SMALL_TABLE)
-            .map_max_entries(map_names::PERSIST, SMALL_TABLE)
+            .map_max_entries(map_names::MAGLEV, sizes.maglev)
+            .map_max_entries(map_names::FLOWS, sizes.flows)
+            .map_max_entries(map_names::HALF_OPEN, sizes.half_open)
+            .map_max_entries(map_names::PERSIST, sizes.persist)
             .load(lb_userspace::objects::LB)
             .context(
                 "could not load the lb eBPF object (BPF unavailable, or the object is broken)",
@@ -360,6 +388,16 @@ impl XdpHarness {
         })
     }
 
+    /// The loaded program, for callers that drive BPF_PROG_TEST_RUN
+    /// themselves (from a thread inside [`XdpHarness::ns`]).
+    pub fn program(&self) -> Result<&Xdp> {
+        self.ebpf
+            .program("lb")
+            .context("program lb vanished")?
+            .try_into()
+            .context("lb is not XDP")
+    }
+
     /// Runs the program once on `frame` arriving on eth0.
     pub fn run(&self, frame: &[u8]) -> Result<RunResult> {
         self.run_on(self.eth0, frame)
@@ -369,12 +407,7 @@ impl XdpHarness {
     /// the test namespace). The kernel refuses frames under 14 bytes, even
     /// behind XDP metadata.
     pub fn run_on(&self, ifindex: u32, frame: &[u8]) -> Result<RunResult> {
-        let prog: &Xdp = self
-            .ebpf
-            .program("lb")
-            .context("program lb vanished")?
-            .try_into()
-            .context("lb is not XDP")?;
+        let prog = self.program()?;
         let data_in = frame;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex.
