@@ -1,0 +1,217 @@
+//! The agent in a lab: its config file (rendered from typed values, in the
+//! format `lbd run --config` reads) and the running process.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+/// The SNAT range lab LB nodes hand out; away from ip_local_port_range
+/// (32768-60999) and from any port a lab server listens on.
+pub const LAB_SNAT_PORTS: &str = "20000-29999";
+
+/// An lbd config file.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LbdConfig {
+    #[serde(rename = "node")]
+    pub nodes: BTreeMap<String, NodeConfig>,
+    #[serde(rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeConfig {
+    pub interface: String,
+    pub snat_ports: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// `source` or `flow`.
+    pub scheduler: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistence_timeout: Option<String>,
+    #[serde(rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendConfig {
+    pub name: String,
+    pub address: SocketAddrV4,
+    pub weight: u32,
+}
+
+impl ServiceConfig {
+    /// A TCP service with source-hash scheduling and no persistence table.
+    pub fn tcp(name: &str, vip: Ipv4Addr, port: u16, backends: Vec<BackendConfig>) -> Self {
+        ServiceConfig {
+            name: name.to_string(),
+            vip,
+            port,
+            protocol: "tcp".into(),
+            scheduler: "source".into(),
+            persistence_timeout: None,
+            backends,
+        }
+    }
+}
+
+impl LbdConfig {
+    pub fn render(&self) -> Result<String> {
+        toml::to_string(self).context("could not render the lab's lbd config as TOML")
+    }
+
+    /// Writes the config to `path`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.render()?)
+            .with_context(|| format!("could not write the lbd config {}", path.display()))
+    }
+}
+
+/// A running `lbd run` inside an LB namespace. Dropping it kills it.
+pub struct Lbd {
+    pub(crate) child: Child,
+    pub(crate) node: String,
+    pub(crate) log: PathBuf,
+    pub(crate) started: Instant,
+}
+
+impl Lbd {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The node name lbd runs as (also its bpffs pin directory name).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Where lbd's stdout and stderr go.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Fails, quoting the log, when lbd has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait().context("could not poll lbd")? {
+            bail!(
+                "lbd (node {}) exited with {status} after {:.1?}; its log ends with:\n{}",
+                self.node,
+                self.started.elapsed(),
+                self.log_tail(30)
+            );
+        }
+        Ok(())
+    }
+
+    /// Asks lbd to stop (SIGTERM) and waits up to `timeout`, then kills it.
+    pub fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        // SAFETY: our own child, not yet reaped, so the pid is still ours.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill().ok();
+        let status = self.child.wait()?;
+        bail!(
+            "lbd (node {}) did not stop within {timeout:?} of SIGTERM and was killed ({status})",
+            self.node
+        )
+    }
+}
+
+impl Drop for Lbd {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- lbd {} log (last lines of {}) ---\n{}",
+                self.node,
+                self.log.display(),
+                self.log_tail(40)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_config_has_the_layout_lbd_reads() {
+        let mut cfg = LbdConfig::default();
+        cfg.nodes.insert(
+            "lab1-lb1".into(),
+            NodeConfig {
+                interface: "eth0".into(),
+                snat_ports: LAB_SNAT_PORTS.into(),
+            },
+        );
+        cfg.services.push(ServiceConfig::tcp(
+            "web",
+            Ipv4Addr::new(192, 0, 2, 10),
+            80,
+            vec![BackendConfig {
+                name: "be1".into(),
+                address: "198.51.100.11:80".parse().unwrap(),
+                weight: 2,
+            }],
+        ));
+        let text = cfg.render().unwrap();
+        let parsed: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(
+            parsed["node"]["lab1-lb1"]["interface"].as_str(),
+            Some("eth0")
+        );
+        assert_eq!(
+            parsed["node"]["lab1-lb1"]["snat_ports"].as_str(),
+            Some("20000-29999")
+        );
+        let svc = &parsed["service"][0];
+        assert_eq!(svc["vip"].as_str(), Some("192.0.2.10"));
+        assert_eq!(svc["port"].as_integer(), Some(80));
+        assert_eq!(svc["scheduler"].as_str(), Some("source"));
+        assert!(svc.get("persistence_timeout").is_none());
+        assert_eq!(
+            svc["backend"][0]["address"].as_str(),
+            Some("198.51.100.11:80")
+        );
+        assert_eq!(svc["backend"][0]["weight"].as_integer(), Some(2));
+        assert!(
+            text.contains("[[service]]") && text.contains("[[service.backend]]"),
+            "{text}"
+        );
+    }
+}
