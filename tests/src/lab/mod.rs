@@ -26,6 +26,7 @@
 
 mod apps;
 pub mod binaries;
+pub mod counters;
 mod lbd;
 pub mod names;
 pub mod netns;

@@ -20,17 +20,22 @@ pub fn valid_hint(hint: &str) -> bool {
     (1..=6).contains(&hint.len()) && hint.bytes().all(|b| b.is_ascii_lowercase())
 }
 
-/// If `name` (a namespace or pin directory) belongs to a lab made with
-/// `hint`, the prefix and the pid of the process that made it.
+/// If `name` (a namespace or pin directory, `<prefix>-<node>`) belongs to
+/// a lab made with `hint`, the prefix and the pid of the process that made it.
 pub fn parse(hint: &str, name: &str) -> Option<(String, u32)> {
-    let rest = name.strip_prefix(hint)?;
-    let (prefix_rest, _) = rest.split_once('-')?;
-    let (pid, seq) = prefix_rest.split_once('x')?;
+    let (prefix, _) = name.split_once('-')?;
+    parse_prefix(hint, prefix)
+}
+
+/// Like [`parse`], for a bare prefix (`dp4711x0`).
+pub fn parse_prefix(hint: &str, prefix: &str) -> Option<(String, u32)> {
+    let rest = prefix.strip_prefix(hint)?;
+    let (pid, seq) = rest.split_once('x')?;
     let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !all_digits(pid) || !all_digits(seq) {
         return None;
     }
-    Some((format!("{hint}{prefix_rest}"), pid.parse().ok()?))
+    Some((prefix.to_string(), pid.parse().ok()?))
 }
 
 /// Whether a lab found on the system is a leftover we may remove: its
@@ -62,6 +67,8 @@ mod tests {
         assert_eq!(parse("dp", "dp12x3"), None);
         assert_eq!(parse("dp", "other12x3-sw"), None);
         assert_eq!(parse("dp", "dp12x3-lb1"), Some(("dp12x3".into(), 12)));
+        assert_eq!(parse_prefix("dp", "dp12x3"), Some(("dp12x3".into(), 12)));
+        assert_eq!(parse_prefix("dp", "dp12x3y"), None);
     }
 
     #[test]

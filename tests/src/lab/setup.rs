@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -84,7 +84,7 @@ impl LabBuilder {
         let prefix = names::fresh_prefix(&self.hint);
         let plan = Plan::new(&prefix, self.shape)?;
         remove_stale_labs(&self.hint, &prefix);
-        let dir = std::env::temp_dir().join(format!("lb-lab-{prefix}"));
+        let dir = std::env::temp_dir().join(format!("{LAB_DIR_PREFIX}{prefix}"));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("could not create the lab directory {}", dir.display()))?;
         let lab = Lab {
@@ -92,7 +92,7 @@ impl LabBuilder {
             dir,
             switch_programs: Mutex::new(None),
             children: Mutex::new(Vec::new()),
-            torn_down: AtomicBool::new(false),
+            torn_down: Mutex::new(false),
             next_stats_port: AtomicU16::new(STATS_PORT_BASE),
         };
         // From here on a failure drops `lab`, which removes what was made.
@@ -109,6 +109,9 @@ impl LabBuilder {
     }
 }
 
+/// Scratch directories are `<tmp>/lb-lab-<prefix>`.
+const LAB_DIR_PREFIX: &str = "lb-lab-";
+
 /// Stats listeners of lab servers: 127.0.0.1:<port> inside their namespace.
 const STATS_PORT_BASE: u16 = 9100;
 
@@ -121,7 +124,9 @@ pub struct Lab {
     switch_programs: Mutex<Option<SwitchPrograms>>,
     /// Processes the lab started and owns (servers); killed at teardown.
     children: Mutex<Vec<Child>>,
-    torn_down: AtomicBool,
+    /// Set once teardown has run; held while it runs, so a second caller
+    /// (Ctrl-C handler vs. Drop) waits for the first to finish.
+    torn_down: Mutex<bool>,
     next_stats_port: AtomicU16,
 }
 
@@ -341,7 +346,7 @@ impl Lab {
 
     /// Whether `teardown` already ran.
     pub fn is_torn_down(&self) -> bool {
-        self.torn_down.load(Ordering::SeqCst)
+        *self.torn_down.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Removes everything the lab made: processes in its namespaces, XDP
@@ -349,9 +354,11 @@ impl Lab {
     /// namespaces, the scratch directory. Idempotent; Drop calls it. Fails
     /// (after doing all it can) naming what could not be removed.
     pub fn teardown(&self) -> Result<()> {
-        if self.torn_down.swap(true, Ordering::SeqCst) {
+        let mut torn_down = self.torn_down.lock().unwrap_or_else(|e| e.into_inner());
+        if *torn_down {
             return Ok(());
         }
+        *torn_down = true;
         let mut problems = Vec::new();
         for mut child in self
             .children
@@ -383,9 +390,7 @@ impl Lab {
                 problems.push(format!("{e:#}"));
             }
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        if let Err(e) = ignore_missing(std::fs::remove_dir_all(&self.dir)) {
             problems.push(format!("could not remove {}: {e}", self.dir.display()));
         }
         if !problems.is_empty() {
@@ -483,20 +488,24 @@ fn require_root() -> Result<()> {
 /// Removes lbd's pins, control socket and state file for `node`.
 fn remove_agent_files(node: &str, problems: &mut Vec<String>) {
     let pins = Path::new(BPFFS_LB_DIR).join(node);
-    if let Err(e) = std::fs::remove_dir_all(&pins)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
+    if let Err(e) = ignore_missing(std::fs::remove_dir_all(&pins)) {
         problems.push(format!("could not remove pins {}: {e}", pins.display()));
     }
     for file in [
         format!("/run/lbd/{node}.sock"),
         format!("/var/lib/lbd/{node}.state"),
     ] {
-        if let Err(e) = std::fs::remove_file(&file)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        if let Err(e) = ignore_missing(std::fs::remove_file(&file)) {
             problems.push(format!("could not remove {file}: {e}"));
         }
+    }
+}
+
+/// Removing what is already gone is success.
+fn ignore_missing(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
