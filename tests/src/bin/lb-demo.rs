@@ -79,7 +79,10 @@ fn run(args: &Args) -> Result<()> {
     for (config, server) in backends.iter_mut().zip(&servers) {
         config.name = server.name.clone();
     }
-    let service = ServiceConfig::tcp("horizon", lab.vip(), SERVICE_PORT, backends);
+    let mut service = ServiceConfig::tcp("horizon", lab.vip(), SERVICE_PORT, backends);
+    // As in examples/horizon.toml: a client keeps its Connection Server for
+    // an hour after its last connection.
+    service.persistence_timeout = Some("1h".into());
     let config = lab.lbd_config(vec![service]);
     let config_path = lab.write_config("horizon.toml", &config)?;
     step(&format!("lbd config ({}):", config_path.display()));

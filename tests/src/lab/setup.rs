@@ -339,6 +339,15 @@ impl Lab {
         })
     }
 
+    /// Runs another lbd subcommand (`status`, `reload`, ...) for LB node
+    /// `n` in its namespace: `lbd ARGS... --node <node name>`.
+    pub fn lbd_command(&self, n: usize, args: &[&str]) -> Result<Output> {
+        let lbd = binaries::lbd()?;
+        let mut cmd = self.command_in(&format!("lb{n}"), &lbd)?;
+        cmd.args(args).args(["--node", &self.lb_node_name(n)]);
+        netns::run(&mut cmd)
+    }
+
     /// Pin directory of LB node `n`'s agent.
     pub fn lbd_pin_dir(&self, n: usize) -> PathBuf {
         Path::new(BPFFS_LB_DIR).join(self.lb_node_name(n))
