@@ -169,6 +169,16 @@ fn lab_datapath() {
     let status = lbd.stop(Duration::from_secs(10));
     println!("lbd stopped in {:.2?}: {status:?}", stop.elapsed());
     drop(lbd);
+    // The pinned program keeps forwarding after the agent exits, by
+    // design; `lbd stop --detach` removes it.
+    let config_arg = config.to_string_lossy().into_owned();
+    lab.lbd_command(1, &["stop", "--config", &config_arg, "--detach"])
+        .expect("lbd stop --detach succeeds");
+    assert!(
+        !pin_dir.exists() || std::fs::read_dir(&pin_dir).unwrap().next().is_none(),
+        "lbd stop --detach left pins in {}",
+        pin_dir.display()
+    );
 
     // (e) nothing is left behind.
     lab.teardown().expect("teardown is clean");
