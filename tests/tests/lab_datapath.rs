@@ -174,11 +174,8 @@ fn lab_datapath() {
     let config_arg = config.to_string_lossy().into_owned();
     lab.lbd_command(1, &["stop", "--config", &config_arg, "--detach"])
         .expect("lbd stop --detach succeeds");
-    assert!(
-        !pin_dir.exists() || std::fs::read_dir(&pin_dir).unwrap().next().is_none(),
-        "lbd stop --detach left pins in {}",
-        pin_dir.display()
-    );
+    let left = pins_under(&pin_dir);
+    assert!(left.is_empty(), "lbd stop --detach left pins: {left:?}");
 
     // (e) nothing is left behind.
     lab.teardown().expect("teardown is clean");
@@ -198,4 +195,21 @@ fn lab_datapath() {
         "control socket left behind"
     );
     println!("(e) namespaces and pins of lab {prefix} are gone");
+}
+
+/// Files (pins) below `dir`, at any depth; empty directories do not count.
+fn pins_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(pins_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
 }
