@@ -53,7 +53,10 @@ mod tests {
     fn fixed_values_never_change() {
         // Both nodes (and every release) must agree: pin the function.
         assert_eq!(fmix32(0), 0);
-        assert_eq!(source_hash(u32::from_ne_bytes([203, 0, 113, 7])), source_hash(u32::from_ne_bytes([203, 0, 113, 7])));
+        assert_eq!(
+            source_hash(u32::from_ne_bytes([203, 0, 113, 7])),
+            source_hash(u32::from_ne_bytes([203, 0, 113, 7]))
+        );
         assert_eq!(fmix32(1), 0x514e_28b7);
     }
 
@@ -84,6 +87,6 @@ mod tests {
         seen.sort();
         assert!(seen.windows(2).filter(|w| w[0] == w[1]).count() <= 1);
         assert_eq!(snat_port_candidate(1, 0, 5, 5), 5);
-        assert_eq!(snat_port_candidate(1, 0, 0, 65535) as u32 <= 65535, true);
+        assert!(snat_port_candidate(7, 3, 1, 65535) >= 1);
     }
 }

@@ -119,7 +119,10 @@ impl IcmpHdr {
     /// Error messages that quote the offending packet's headers.
     #[inline(always)]
     pub const fn is_error(&self) -> bool {
-        matches!(self.kind, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETERPROB)
+        matches!(
+            self.kind,
+            ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETERPROB
+        )
     }
 }
 

@@ -291,9 +291,19 @@ mod tests {
 
     #[test]
     fn reversed_swaps_ends() {
-        let k = FlowKey { src_ip: 1, dst_ip: 2, src_port: 3, dst_port: 4, proto: 6, _pad: [0; 3] };
+        let k = FlowKey {
+            src_ip: 1,
+            dst_ip: 2,
+            src_port: 3,
+            dst_port: 4,
+            proto: 6,
+            _pad: [0; 3],
+        };
         let r = k.reversed();
-        assert_eq!((r.src_ip, r.dst_ip, r.src_port, r.dst_port, r.proto), (2, 1, 4, 3, 6));
+        assert_eq!(
+            (r.src_ip, r.dst_ip, r.src_port, r.dst_port, r.proto),
+            (2, 1, 4, 3, 6)
+        );
         assert_eq!(r.reversed(), k);
     }
 }

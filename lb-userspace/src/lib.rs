@@ -1,6 +1,9 @@
 //! The lb agent `lbd`: loads the XDP program, keeps its maps in step with the
 //! config, and (later) health checks, VRRP and the admin page.
 
+pub mod config;
+pub mod maglev;
+
 /// The compiled eBPF objects, built by build.rs from the lb-ebpf crate.
 pub mod objects {
     /// The production XDP program and its maps.
@@ -8,3 +11,5 @@ pub mod objects {
     /// Lab and benchmark programs (`lab_pass`, baselines); never loaded by lbd.
     pub static LAB: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-lab"));
 }
+pub mod ids;
+pub mod logging;

@@ -1,1 +1,81 @@
-fn main() {}
+//! `lbd`: the lb agent. See `lbd --help`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// Kernel-accelerated layer-4 load balancer agent.
+#[derive(Parser)]
+#[command(name = "lbd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const DEFAULT_CONFIG: &str = "/etc/lb/lbd.toml";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load and attach the XDP program and keep its maps in step with the config.
+    Run {
+        /// Config file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Which `[node.NAME]` of the config this machine is (default: the hostname).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Validate a config file and print every error with file, line and key.
+    Check {
+        /// Config file (also accepted as --config).
+        file: Option<PathBuf>,
+        #[arg(long = "config", conflicts_with = "file")]
+        config: Option<PathBuf>,
+    },
+    /// Stop forwarding: with --detach, remove the pinned XDP link and maps and
+    /// undo the host settings lbd made. Without --detach there is nothing to do
+    /// while no agent runs (the pinned program keeps forwarding by design).
+    Stop {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        node: Option<String>,
+        /// Remove the data path (pinned link and maps, host settings).
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file, config } => {
+            let path = file
+                .or(config)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            lb_userspace::config::check_command(&path)
+        }
+        Command::Run { config, node } => {
+            lb_userspace::logging::init();
+            report(lb_userspace::agent::run(&config, node.as_deref()))
+        }
+        Command::Stop {
+            config,
+            node,
+            detach,
+        } => {
+            lb_userspace::logging::init();
+            report(lb_userspace::agent::stop(&config, node.as_deref(), detach))
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lbd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Next hop toward a backend from the kernel's FIB. The lookup never resolves
+//! neighbours: the agent keeps managed neighbour entries for backends and
+//! gateways so NO_NEIGH stays an exception.
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams},
+    helpers::generated::bpf_fib_lookup,
+    programs::XdpContext,
+};
+use lb_common::{Flow, reason};
+
+use crate::{maps::SCRATCH, packet::Packet};
+
+const AF_INET: u8 = 2;
+
+/// Looks up the route from `src` to `dst` (network order) for a packet like
+/// `pkt` (protocol, length for the MTU check) entering on the ingress interface,
+/// and stores the next hop's MACs and the egress interface in `out`. Returns
+/// 0, or the drop reason (a plain u32: BPF calls take at most five registers).
+#[inline(never)]
+pub fn next_hop(ctx: &XdpContext, src: u32, dst: u32, pkt: &Packet, out: &mut Flow) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return reason::DROP_FIB_FAILED;
+    };
+    // SAFETY: this CPU's scratch row; a plain C struct of integers.
+    let p: &mut FibParams = unsafe { &mut (*scratch).fib };
+    *p = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
+    p.l4_protocol = pkt.proto;
+    p.__bindgen_anon_1.tot_len = pkt.tot_len;
+    p.ifindex = ctx.ingress_ifindex() as u32;
+    p.__bindgen_anon_3.ipv4_src = src;
+    p.__bindgen_anon_4.ipv4_dst = dst;
+    // SAFETY: `p` is a valid, writable bpf_fib_lookup of the size passed.
+    let ret = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            p as *mut FibParams,
+            size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    if ret == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        out.dst_mac = p.dmac;
+        out.src_mac = p.smac;
+        out.ifindex = p.ifindex;
+        0
+    } else if ret == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        reason::DROP_FIB_NO_NEIGH
+    } else {
+        reason::DROP_FIB_FAILED
+    }
+}

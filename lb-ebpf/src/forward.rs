@@ -1,0 +1,158 @@
+//! Sending a packet along a known flow: rewrite addresses, ports and MACs,
+//! fix checksums incrementally, and transmit.
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, xdp_action},
+    helpers::generated::bpf_redirect,
+    programs::XdpContext,
+};
+use lb_common::{
+    Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP, REFRESH_NS, csum, direction, flow_state,
+    headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHdr, UdpHdr},
+    reason,
+};
+
+use crate::{
+    counters, fib,
+    maps::FLOWS,
+    packet::{Packet, ptr_at},
+};
+
+/// Forwards a packet that hit `flows`. Keeps the small TCP state and, about
+/// once a second, the entry's freshness, next hop and peer entry.
+#[inline(always)]
+pub fn established(ctx: &XdpContext, pkt: &Packet, entry: *mut Flow, now: u64) -> u32 {
+    // SAFETY: a live map value; fields are read and written individually, a
+    // racing CPU can at worst write the same value.
+    let f = unsafe { &mut *entry };
+    if pkt.proto == IPPROTO_TCP {
+        let flags = pkt.tcp_flags;
+        if flags & (TCP_FIN | TCP_RST) != 0 {
+            if f.state != flow_state::CLOSING {
+                f.state = flow_state::CLOSING;
+            }
+        } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN && f.state == flow_state::CLOSING {
+            // The client reuses the 5-tuple for a new connection.
+            f.state = flow_state::ESTABLISHED;
+        }
+    }
+    if now.wrapping_sub(f.last_seen_ns) > REFRESH_NS {
+        f.last_seen_ns = now;
+        refresh(ctx, pkt, f, now);
+    }
+    send(ctx, pkt, f)
+}
+
+/// The once-a-second upkeep of an established entry: re-learn the next hop
+/// toward the backend, and re-create the peer entry if LRU evicted it (one of
+/// a pair can go; without its peer the other direction would be cut).
+#[inline(never)]
+fn refresh(ctx: &XdpContext, pkt: &Packet, f: &mut Flow, now: u64) {
+    if f.direction == direction::TO_BACKEND {
+        // On failure the entry keeps its last good next hop.
+        let _ = fib::next_hop(ctx, f.nat_src_ip, f.nat_dst_ip, pkt, f);
+    }
+    let peer_key = FlowKey {
+        src_ip: f.nat_dst_ip,
+        dst_ip: f.nat_src_ip,
+        src_port: f.nat_dst_port,
+        dst_port: f.nat_src_port,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: lookups only compare keys.
+    if unsafe { FLOWS.get(&peer_key) }.is_some() {
+        return;
+    }
+    // The peer carries packets back to this packet's sender.
+    let mut peer = reply_entry(pkt, f.backend_id, f.service_id, f.state, now);
+    if f.direction == direction::TO_CLIENT {
+        // Toward the backend the next hop comes from the FIB, not from the
+        // frame (which came from the backend's side).
+        peer.direction = direction::TO_BACKEND;
+        if fib::next_hop(ctx, pkt.daddr, pkt.saddr, pkt, &mut peer) != 0 {
+            return;
+        }
+    }
+    let _ = FLOWS.insert(&peer_key, &peer, BPF_NOEXIST as u64);
+}
+
+/// The TO_CLIENT entry answering the client packet `pkt`: replies go back to
+/// the MAC the client's packet came from, out of the interface it came in on.
+#[inline(always)]
+pub fn reply_entry(pkt: &Packet, backend_id: u32, service_id: u32, state: u8, now: u64) -> Flow {
+    // SAFETY: `eth` was bounds-checked at parse time and the frame not resized.
+    let eth = unsafe { &*pkt.eth };
+    Flow {
+        nat_src_ip: pkt.daddr,
+        nat_dst_ip: pkt.saddr,
+        nat_src_port: pkt.dport,
+        nat_dst_port: pkt.sport,
+        dst_mac: eth.src,
+        src_mac: eth.dst,
+        ifindex: pkt.ifindex,
+        backend_id,
+        service_id,
+        direction: direction::TO_CLIENT,
+        state,
+        _pad: [0; 2],
+        last_seen_ns: now,
+    }
+}
+
+/// Rewrites the packet per `f` and transmits it: XDP_TX when it leaves by the
+/// interface it came in on, else a redirect.
+#[inline(always)]
+pub fn send(ctx: &XdpContext, pkt: &Packet, f: &Flow) -> u32 {
+    // SAFETY: all header pointers were bounds-checked at parse time and the
+    // frame has not been resized since.
+    unsafe {
+        let ip = &mut *pkt.ip;
+        let addr_diff = csum::diff32(
+            csum::diff32(0, ip.saddr, f.nat_src_ip),
+            ip.daddr,
+            f.nat_dst_ip,
+        );
+        ip.saddr = f.nat_src_ip;
+        ip.daddr = f.nat_dst_ip;
+        ip.check = csum::apply(ip.check, addr_diff);
+
+        let l4_diff = csum::diff16(
+            csum::diff16(addr_diff, pkt.sport, f.nat_src_port),
+            pkt.dport,
+            f.nat_dst_port,
+        );
+        if pkt.proto == IPPROTO_TCP {
+            let Some(th) = ptr_at::<TcpHdr>(ctx, pkt.l4_off) else {
+                return counters::drop(reason::DROP_MALFORMED_L4);
+            };
+            let th = &mut *th;
+            th.source = f.nat_src_port;
+            th.dest = f.nat_dst_port;
+            th.check = csum::apply(th.check, l4_diff);
+        } else if pkt.proto == IPPROTO_UDP {
+            let Some(uh) = ptr_at::<UdpHdr>(ctx, pkt.l4_off) else {
+                return counters::drop(reason::DROP_MALFORMED_L4);
+            };
+            let uh = &mut *uh;
+            uh.source = f.nat_src_port;
+            uh.dest = f.nat_dst_port;
+            uh.check = csum::apply_udp(uh.check, l4_diff);
+        }
+        let eth = &mut *pkt.eth;
+        eth.dst = f.dst_mac;
+        eth.src = f.src_mac;
+    }
+    counters::account(f, pkt.frame_len);
+    transmit(f.ifindex, pkt.ifindex)
+}
+
+#[inline(always)]
+pub fn transmit(egress: u32, ingress: u32) -> u32 {
+    if egress == ingress {
+        xdp_action::XDP_TX
+    } else {
+        // SAFETY: plain helper call.
+        unsafe { bpf_redirect(egress, 0) as u32 }
+    }
+}

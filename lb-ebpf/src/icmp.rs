@@ -1,0 +1,127 @@
+//! ICMP errors quoting one of our translated packets are translated back along
+//! the flow, so path-MTU discovery and unreachables reach the real endpoint
+//! (a dropped "fragmentation needed" black-holes the connection).
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP, csum,
+    headers::{ICMP_HLEN, IPV4_MIN_HLEN, IcmpHdr, Ipv4Hdr},
+    reason,
+};
+
+use crate::{
+    counters,
+    forward::transmit,
+    maps::{FLOWS, HALF_OPEN, LOCAL_ADDRS},
+    packet::{Packet, ptr_at},
+};
+
+#[inline(never)]
+pub fn handle(ctx: &XdpContext, pkt: &Packet) -> u32 {
+    let l4_off = pkt.l4_off;
+    // SAFETY: lookups only compare keys.
+    let ours = unsafe { LOCAL_ADDRS.get(&pkt.daddr) }.is_some();
+    let Some(icmp) = ptr_at::<IcmpHdr>(ctx, l4_off) else {
+        return counters::drop(reason::DROP_MALFORMED_L4);
+    };
+    // SAFETY: bounds-checked above.
+    if !unsafe { (*icmp).is_error() } {
+        return counters::pass(reason::PASS_NOT_OURS);
+    }
+    let inner_off = l4_off + ICMP_HLEN;
+    let (Some(inner), Some(ports)) = (
+        ptr_at::<Ipv4Hdr>(ctx, inner_off),
+        ptr_at::<[u16; 4]>(ctx, inner_off + IPV4_MIN_HLEN),
+    ) else {
+        return truncated(ours);
+    };
+    // SAFETY: bounds-checked above.
+    let (inner_ip, inner_ports) = unsafe { (*inner, *ports) };
+    if inner_ip.ver_ihl != 0x45 {
+        return truncated(ours);
+    }
+    if inner_ip.proto != IPPROTO_TCP && inner_ip.proto != IPPROTO_UDP {
+        return not_ours(ours);
+    }
+    // The quoted packet went one way; its flow entry for the other way says
+    // how to translate toward whoever sent that quoted packet.
+    let key = FlowKey {
+        src_ip: inner_ip.daddr,
+        dst_ip: inner_ip.saddr,
+        src_port: inner_ports[1],
+        dst_port: inner_ports[0],
+        proto: inner_ip.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: the value is copied out at once.
+    let flow: Flow = match unsafe { FLOWS.get(&key) } {
+        Some(f) => *f,
+        None => match unsafe { HALF_OPEN.get(&key) } {
+            Some(f) => *f,
+            None => return not_ours(ours),
+        },
+    };
+
+    // SAFETY: every pointer below was bounds-checked above and the frame is
+    // not resized.
+    unsafe {
+        let q = &mut *inner;
+        let qp = &mut *ports;
+        let q_addr_diff = csum::diff32(
+            csum::diff32(0, q.saddr, flow.nat_dst_ip),
+            q.daddr,
+            flow.nat_src_ip,
+        );
+        let q_check = csum::apply(q.check, q_addr_diff);
+        let icmp_diff = csum::diff16(
+            csum::diff16(
+                csum::diff16(q_addr_diff, q.check, q_check),
+                qp[0],
+                flow.nat_dst_port,
+            ),
+            qp[1],
+            flow.nat_src_port,
+        );
+        q.saddr = flow.nat_dst_ip;
+        q.daddr = flow.nat_src_ip;
+        q.check = q_check;
+        qp[0] = flow.nat_dst_port;
+        qp[1] = flow.nat_src_port;
+        let ic = &mut *icmp;
+        ic.check = csum::apply(ic.check, icmp_diff);
+
+        let ip = &mut *pkt.ip;
+        let diff = csum::diff32(
+            csum::diff32(0, ip.saddr, flow.nat_src_ip),
+            ip.daddr,
+            flow.nat_dst_ip,
+        );
+        ip.saddr = flow.nat_src_ip;
+        ip.daddr = flow.nat_dst_ip;
+        ip.check = csum::apply(ip.check, diff);
+
+        let eth = &mut *pkt.eth;
+        eth.dst = flow.dst_mac;
+        eth.src = flow.src_mac;
+    }
+    counters::count(reason::TX_ICMP_TRANSLATED);
+    transmit(flow.ifindex, pkt.ifindex)
+}
+
+#[inline(always)]
+fn truncated(ours: bool) -> u32 {
+    if ours {
+        counters::drop(reason::DROP_MALFORMED_L4)
+    } else {
+        counters::pass(reason::PASS_NOT_OURS)
+    }
+}
+
+#[inline(always)]
+fn not_ours(ours: bool) -> u32 {
+    if ours {
+        counters::drop(reason::DROP_ICMP_NO_FLOW)
+    } else {
+        counters::pass(reason::PASS_NOT_OURS)
+    }
+}

@@ -1,0 +1,162 @@
+//! Stable numeric ids for services and backends.
+//!
+//! The data path knows services and backends only by number: flows,
+//! persistence entries and Maglev slots hold backend ids, stats are indexed by
+//! them. So an id must stay with its (service, backend) name across reloads and
+//! restarts, and must not be handed to someone else while an old flow or
+//! persistence entry may still point at it: a freed id rests for a quarantine
+//! period before reuse.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Ids of one kind (services or backends) in `1..limit`; 0 means "none" in
+/// the data path and is never assigned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdTable {
+    limit: u32,
+    by_name: BTreeMap<String, u32>,
+    /// Freed ids and the monotonic time (seconds) from which they may be reused.
+    resting: BTreeMap<u32, u64>,
+}
+
+impl IdTable {
+    /// A table handing out ids in `1..limit`.
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// The id of `name`, if it has one.
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// All (name, id) pairs, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.by_name.iter().map(|(n, id)| (n.as_str(), *id))
+    }
+
+    /// Makes the table hold exactly `names`: keeps existing ids, frees the ids
+    /// of names no longer present (they rest for `quarantine`), and gives each
+    /// new name the lowest id that is neither taken nor resting. `now_s` is a
+    /// monotonic clock in seconds.
+    pub fn sync<'a>(
+        &mut self,
+        names: impl IntoIterator<Item = &'a str>,
+        now_s: u64,
+        quarantine: Duration,
+    ) -> Result<(), IdsExhausted> {
+        let wanted: std::collections::BTreeSet<&str> = names.into_iter().collect();
+        let gone: Vec<String> = self
+            .by_name
+            .keys()
+            .filter(|n| !wanted.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(id) = self.by_name.remove(&name) {
+                self.resting.insert(id, now_s + quarantine.as_secs());
+            }
+        }
+        self.resting.retain(|_, until| *until > now_s);
+        let taken: std::collections::BTreeSet<u32> = self
+            .by_name
+            .values()
+            .chain(self.resting.keys())
+            .copied()
+            .collect();
+        let mut candidates = (1..self.limit).filter(|id| !taken.contains(id));
+        for name in wanted {
+            if self.by_name.contains_key(name) {
+                continue;
+            }
+            let id = candidates
+                .next()
+                .ok_or(IdsExhausted { limit: self.limit })?;
+            self.by_name.insert(name.to_string(), id);
+        }
+        Ok(())
+    }
+}
+
+/// More names than ids (including resting ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdsExhausted {
+    pub limit: u32,
+}
+
+impl std::fmt::Display for IdsExhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no free id below {} (ids of removed entries rest before reuse); raise the limit in [limits]",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for IdsExhausted {}
+
+/// The name a backend is known by in its id table: unique across services.
+pub fn backend_key(service: &str, backend: &str) -> String {
+    format!("{service}/{backend}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Q: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn ids_are_stable_and_start_at_one() {
+        let mut t = IdTable::new(10);
+        t.sync(["b", "a", "c"], 0, Q).unwrap();
+        assert_eq!(
+            (t.get("a"), t.get("b"), t.get("c")),
+            (Some(1), Some(2), Some(3))
+        );
+        t.sync(["c", "a", "b", "d"], 1, Q).unwrap();
+        assert_eq!(
+            (t.get("a"), t.get("b"), t.get("c"), t.get("d")),
+            (Some(1), Some(2), Some(3), Some(4))
+        );
+    }
+
+    #[test]
+    fn freed_ids_rest_before_reuse() {
+        let mut t = IdTable::new(10);
+        t.sync(["a", "b"], 0, Q).unwrap();
+        t.sync(["a"], 10, Q).unwrap();
+        assert_eq!(t.get("b"), None);
+        t.sync(["a", "x"], 20, Q).unwrap();
+        assert_eq!(t.get("x"), Some(3), "id 2 is resting until t=70");
+        t.sync(["a", "x", "y"], 71, Q).unwrap();
+        assert_eq!(
+            t.get("y"),
+            Some(2),
+            "id 2 is free again after its quarantine"
+        );
+    }
+
+    #[test]
+    fn exhaustion_is_an_error_not_a_reuse() {
+        let mut t = IdTable::new(3);
+        t.sync(["a", "b"], 0, Q).unwrap();
+        t.sync(["a"], 1, Q).unwrap();
+        assert_eq!(t.sync(["a", "c"], 2, Q), Err(IdsExhausted { limit: 3 }));
+        assert!(t.sync(["a", "c"], 100, Q).is_ok());
+        assert_eq!(t.get("c"), Some(2));
+    }
+
+    #[test]
+    fn id_zero_is_never_assigned() {
+        let mut t = IdTable::new(2);
+        t.sync(["only"], 0, Q).unwrap();
+        assert_eq!(t.get("only"), Some(1));
+        assert!(t.sync(["only", "second"], 0, Q).is_err());
+    }
+}
