@@ -174,3 +174,77 @@ fn lab_selftest() {
         teardown.elapsed()
     );
 }
+
+/// The pitfall the lab exists to avoid: a frame sent with XDP_TX on a node's
+/// veth must reach the bridge. `bench_baseline` bounces every IPv4 frame
+/// with XDP_TX; with `lab_pass` on the bridge port, each bounced frame shows
+/// up in that port's receive counter.
+#[test]
+fn lab_xdp_tx_reaches_the_bridge() {
+    use aya::programs::{Xdp, XdpMode};
+
+    const DATAGRAMS: u64 = 100;
+    let lab = Lab::datapath("tx", 1, 2).expect("lab builds");
+    let mut ebpf = aya::Ebpf::load(lb_userspace::objects::LAB).unwrap();
+    let program: &mut Xdp = ebpf
+        .program_mut("bench_baseline")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    program.load().unwrap();
+    lab.run_in("lb1", || program.attach("eth0", XdpMode::Driver))
+        .unwrap()
+        .expect("bench_baseline attaches natively to lb1's eth0");
+
+    // The program drops ARP: give the client lb1's MAC up front.
+    let link = text(
+        lab.exec_in("lb1", &["ip", "-j", "link", "show", "eth0"])
+            .unwrap(),
+    );
+    let link: serde_json::Value = serde_json::from_str(&link).unwrap();
+    let mac = link[0]["address"].as_str().unwrap().to_string();
+    let lb_front = topology::lb_front_addr(1).to_string();
+    lab.exec_in(
+        "cl",
+        &[
+            "ip", "neigh", "replace", &lb_front, "lladdr", &mac, "dev", "eth0",
+        ],
+    )
+    .unwrap();
+
+    let rx_packets = || -> u64 {
+        let out = text(
+            lab.exec_in("sw", &["ip", "-s", "-j", "link", "show", "p-lb1"])
+                .unwrap(),
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
+    };
+    let before = rx_packets();
+    let target = SocketAddrV4::new(topology::lb_front_addr(1), 9);
+    lab.run_in("cl", move || -> std::io::Result<()> {
+        let socket = std::net::UdpSocket::bind("203.0.113.10:0")?;
+        for _ in 0..DATAGRAMS {
+            socket.send_to(&[0u8; 32], target)?;
+        }
+        Ok(())
+    })
+    .unwrap()
+    .unwrap();
+    // Counters settle within a moment.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut bounced = 0;
+    while Instant::now() < deadline {
+        bounced = rx_packets() - before;
+        if bounced >= DATAGRAMS {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("{bounced} frames came back to the bridge port (sent {DATAGRAMS})");
+    assert!(
+        bounced >= DATAGRAMS,
+        "only {bounced} of {DATAGRAMS} XDP_TX frames reached the bridge"
+    );
+    drop(ebpf);
+}
