@@ -10,10 +10,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Ids of one kind (services or backends) in `1..limit`; 0 means "none" in
-/// the data path and is never assigned.
+/// Ids of one kind (services or backends) in `first..limit`. Backend ids
+/// start at 1 (0 means "none" in the data path); service ids at 0.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IdTable {
+    first: u32,
     limit: u32,
     by_name: BTreeMap<String, u32>,
     /// Freed ids and the monotonic time (seconds) from which they may be reused.
@@ -21,9 +22,15 @@ pub struct IdTable {
 }
 
 impl IdTable {
-    /// A table handing out ids in `1..limit`.
+    /// A table handing out ids in `1..limit` (backends).
     pub fn new(limit: u32) -> Self {
+        Self::starting_at(1, limit)
+    }
+
+    /// A table handing out ids in `first..limit`.
+    pub fn starting_at(first: u32, limit: u32) -> Self {
         Self {
+            first,
             limit,
             ..Self::default()
         }
@@ -68,7 +75,7 @@ impl IdTable {
             .chain(self.resting.keys())
             .copied()
             .collect();
-        let mut candidates = (1..self.limit).filter(|id| !taken.contains(id));
+        let mut candidates = (self.first..self.limit).filter(|id| !taken.contains(id));
         for name in wanted {
             if self.by_name.contains_key(name) {
                 continue;
@@ -150,6 +157,13 @@ mod tests {
         assert_eq!(t.sync(["a", "c"], 2, Q), Err(IdsExhausted { limit: 3 }));
         assert!(t.sync(["a", "c"], 100, Q).is_ok());
         assert_eq!(t.get("c"), Some(2));
+    }
+
+    #[test]
+    fn service_tables_start_at_zero() {
+        let mut t = IdTable::starting_at(0, 2);
+        t.sync(["a", "b"], 0, Q).unwrap();
+        assert_eq!((t.get("a"), t.get("b")), (Some(0), Some(1)));
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! The lb agent `lbd`: loads the XDP program, keeps its maps in step with the
 //! config, and (later) health checks, VRRP and the admin page.
 
+pub mod agent;
 pub mod config;
+pub mod dataplane;
+pub mod ids;
+pub mod logging;
 pub mod maglev;
+pub mod vips;
 
 /// The compiled eBPF objects, built by build.rs from the lb-ebpf crate.
 pub mod objects {
@@ -11,5 +16,3 @@ pub mod objects {
     /// Lab and benchmark programs (`lab_pass`, baselines); never loaded by lbd.
     pub static LAB: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-lab"));
 }
-pub mod ids;
-pub mod logging;

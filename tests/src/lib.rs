@@ -1,4 +1,6 @@
-//! Helpers for lb's root-only system tests: network-namespace labs and the
-//! programs that run in them.
+//! Root-only integration helpers: network-namespace labs and the programs
+//! that run in them, packet builders, the XDP test-run harness.
 
 pub mod lab;
+pub mod packet;
+pub mod xdp_harness;

@@ -1,0 +1,287 @@
+//! The running agent: loads the data path, programs it from the config, and
+//! keeps it in step (flow collection, neighbours, reloads) until told to stop.
+//!
+//! Stopping the agent does not stop forwarding: the XDP link and maps are
+//! pinned, so traffic keeps flowing while the agent restarts, and a new agent
+//! adopts them. `lbd stop --detach` removes the data path for good.
+
+pub mod state;
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    config::{self, Config, XdpMode},
+    dataplane::{
+        AttachMode, Dataplane, DataplaneOptions, GcPolicy, host, load, neigh::ManagedNeighbours,
+        pins,
+    },
+    objects,
+    vips::VipAddresses,
+};
+use state::Ids;
+
+/// How often idle flows are collected. Timeouts are seconds to hours, so a
+/// few seconds of lateness is harmless.
+const GC_INTERVAL: Duration = Duration::from_secs(5);
+/// How often backend next hops are re-resolved (routes can change).
+const NEIGHBOUR_INTERVAL: Duration = Duration::from_secs(30);
+
+/// `lbd run`.
+pub fn run(config_path: &Path, node: Option<&str>) -> Result<()> {
+    let config = load_config(config_path)?;
+    let (node_name, _) = config.node(node)?;
+    let node_name = node_name.to_string();
+    require_root("lbd run")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut agent = Agent::start(config_path.to_path_buf(), config, node_name).await?;
+        agent.serve().await
+    })
+}
+
+/// `lbd stop`: with `detach`, removes this node's pinned link and maps (which
+/// detaches the program), its forward-drop table and the VIPs.
+pub fn stop(config_path: &Path, node: Option<&str>, detach: bool) -> Result<()> {
+    let config = load_config(config_path)?;
+    let (node_name, node) = config.node(node)?;
+    if !detach {
+        println!(
+            "lbd stop: nothing to do without --detach: in single-node mode the pinned XDP \
+             program keeps forwarding while no agent runs; `lbd stop --detach` removes it"
+        );
+        return Ok(());
+    }
+    require_root("lbd stop --detach")?;
+    let removed = pins::remove_all(Path::new(pins::BPFFS_ROOT), node_name)
+        .context("removing the pinned data path")?;
+    if removed {
+        tracing::info!(
+            node = node_name,
+            "pinned XDP link and maps removed: the program is detached"
+        );
+    }
+    host::remove_forward_drop(node_name)?;
+    let vips = state::vips(&config);
+    let iface = node.interface.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let ifindex = load::if_index(&iface)?;
+        VipAddresses::new(&iface, ifindex)?.remove_all(&vips).await
+    })
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    config::load(path)
+        .map_err(|errors| anyhow!("{} is not a valid config:\n{errors}", path.display()))
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "{what} must run as root: it loads an XDP program, pins BPF maps and changes sysctls"
+        );
+    }
+    Ok(())
+}
+
+/// Seconds on the monotonic clock, for id quarantines.
+fn monotonic_s() -> u64 {
+    crate::dataplane::gc::monotonic_coarse_ns() / 1_000_000_000
+}
+
+struct Agent {
+    config_path: PathBuf,
+    config: Config,
+    node_name: String,
+    dataplane: Dataplane,
+    ids: Ids,
+    neighbours: ManagedNeighbours,
+    vips: VipAddresses,
+    gc_policy: GcPolicy,
+}
+
+impl Agent {
+    async fn start(config_path: PathBuf, config: Config, node_name: String) -> Result<Self> {
+        let node = config.nodes[&node_name].clone();
+        let iface = node.interface.clone();
+        let snat = host::PortRange::new(node.snat_ports.min, node.snat_ports.max)?;
+        host::prepare(&node_name, &iface, snat)?;
+
+        let limits = state::limits(&config);
+        let mode = match node.xdp_mode {
+            XdpMode::Native => AttachMode::Native,
+            XdpMode::Generic => AttachMode::Generic,
+        };
+        let dataplane = Dataplane::open(&DataplaneOptions {
+            node: node_name.clone(),
+            iface: iface.clone(),
+            mode,
+            bpffs: PathBuf::from(pins::BPFFS_ROOT),
+            limits,
+            object: objects::LB,
+        })?;
+
+        let mut ids = Ids::new(&limits);
+        ids.sync(&config, monotonic_s())?;
+
+        let mut neighbours = ManagedNeighbours::new()?;
+        neighbours.sync(&backend_addresses(&config)).await?;
+        let vips = VipAddresses::new(&iface, load::if_index(&iface)?)?;
+        vips.add_all(&state::vips(&config)).await?;
+
+        let gc_policy = state::gc_policy(&config, &ids);
+        let mut agent = Agent {
+            config_path,
+            config,
+            node_name,
+            dataplane,
+            ids,
+            neighbours,
+            vips,
+            gc_policy,
+        };
+        agent.program()?;
+        tracing::info!(
+            node = %agent.node_name,
+            iface = %iface,
+            mode = ?node.xdp_mode,
+            adopted = agent.dataplane.adopted(),
+            services = agent.config.services.len(),
+            backends = agent.config.backend_count(),
+            "forwarding"
+        );
+        Ok(agent)
+    }
+
+    /// Writes the maps for the current config.
+    fn program(&mut self) -> Result<()> {
+        let node = &self.config.nodes[&self.node_name];
+        let desired = state::desired_state(&self.config, node, &self.ids);
+        self.dataplane
+            .apply(&desired)
+            .context("programming the BPF maps")?;
+        Ok(())
+    }
+
+    async fn serve(&mut self) -> Result<()> {
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let mut gc = tokio::time::interval(GC_INTERVAL);
+        let mut neigh = tokio::time::interval(NEIGHBOUR_INTERVAL);
+        neigh.tick().await;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    if let Err(e) = self.reload().await {
+                        tracing::error!("reload refused, the running config keeps serving: {e:#}");
+                    }
+                }
+                _ = gc.tick() => self.collect_garbage(),
+                _ = neigh.tick() => {
+                    if let Err(e) = self.neighbours.sync(&backend_addresses(&self.config)).await {
+                        tracing::warn!("refreshing backend neighbours: {e:#}");
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            "agent stopping; the pinned XDP program keeps forwarding (`lbd stop --detach` removes it)"
+        );
+        Ok(())
+    }
+
+    fn collect_garbage(&mut self) {
+        let started = Instant::now();
+        match self.dataplane.collect_garbage(&self.gc_policy) {
+            Ok(report) => tracing::debug!(
+                scanned = report.scanned,
+                flows_deleted = report.flows_deleted,
+                half_open_deleted = report.half_open_deleted,
+                persist_deleted = report.persist_deleted,
+                active = report.active_per_backend.values().sum::<u64>(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "flow collection"
+            ),
+            Err(e) => tracing::warn!("flow collection failed: {e:#}"),
+        }
+    }
+
+    /// Re-reads the config and updates the maps in place. A config that does
+    /// not validate, or that changes what only a restart can change, is
+    /// refused and changes nothing.
+    async fn reload(&mut self) -> Result<()> {
+        let new = load_config(&self.config_path)?;
+        let old_node = &self.config.nodes[&self.node_name];
+        let Some(new_node) = new.nodes.get(&self.node_name) else {
+            bail!("the new config has no [node.{}]", self.node_name);
+        };
+        if new_node.interface != old_node.interface || new_node.xdp_mode != old_node.xdp_mode {
+            bail!(
+                "changing the interface or XDP mode needs a restart (`lbd stop --detach`, then start)"
+            );
+        }
+        if state::limits(&new) != state::limits(&self.config) {
+            bail!(
+                "changing [limits] needs a restart with `lbd stop --detach` first (map sizes are fixed at load)"
+            );
+        }
+        if new_node.snat_ports != old_node.snat_ports {
+            host::prepare(
+                &self.node_name,
+                &new_node.interface,
+                host::PortRange::new(new_node.snat_ports.min, new_node.snat_ports.max)?,
+            )?;
+        }
+        let mut ids = self.ids.clone();
+        ids.sync(&new, monotonic_s())?;
+        self.neighbours.sync(&backend_addresses(&new)).await?;
+        let old_vips = state::vips(&self.config);
+        let new_vips = state::vips(&new);
+        self.vips.add_all(&new_vips).await?;
+        let desired = state::desired_state(&new, new_node, &ids);
+        self.dataplane
+            .apply(&desired)
+            .context("programming the BPF maps")?;
+        let gone: std::collections::BTreeSet<Ipv4Addr> =
+            old_vips.difference(&new_vips).copied().collect();
+        self.vips.remove_all(&gone).await?;
+        self.gc_policy = state::gc_policy(&new, &ids);
+        self.ids = ids;
+        self.config = new;
+        tracing::info!(
+            services = self.config.services.len(),
+            backends = self.config.backend_count(),
+            "config reloaded"
+        );
+        Ok(())
+    }
+}
+
+fn backend_addresses(config: &Config) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = config
+        .services
+        .iter()
+        .flat_map(|s| s.backends.iter().map(|b| *b.address.ip()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}

@@ -1,0 +1,285 @@
+//! From the config (and, later, health and admin states) to what the maps
+//! should hold. Pure: no I/O, unit-tested.
+
+use std::{collections::BTreeMap, collections::BTreeSet, net::Ipv4Addr, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use lb_common::{
+    BackendInfo, ServiceKey, Settings, backend_flags, local_addr_flags, service_flags,
+};
+
+use crate::{
+    config::{Config, Node, Scheduler, Service},
+    dataplane::{DesiredService, DesiredState, FlowTimeouts, GcPolicy, Limits},
+    ids::{IdTable, backend_key},
+    maglev::{self, MaglevBackend},
+};
+
+/// How long a removed service's or backend's id rests before reuse: longer
+/// than any flow or persistence entry can outlive it.
+pub fn id_quarantine(config: &Config) -> Duration {
+    let longest = config
+        .services
+        .iter()
+        .flat_map(|s| {
+            [
+                s.timeouts.tcp_established,
+                s.timeouts.udp,
+                s.persistence_timeout.unwrap_or_default(),
+            ]
+        })
+        .max()
+        .unwrap_or_default();
+    longest + Duration::from_secs(60)
+}
+
+/// Stable ids of services and backends.
+#[derive(Clone, Debug)]
+pub struct Ids {
+    pub services: IdTable,
+    pub backends: IdTable,
+}
+
+impl Ids {
+    pub fn new(limits: &Limits) -> Self {
+        Ids {
+            services: IdTable::starting_at(0, limits.max_services),
+            backends: IdTable::new(limits.max_backends),
+        }
+    }
+
+    /// Gives every service and backend of `config` an id, keeping the ids of
+    /// those that already had one.
+    pub fn sync(&mut self, config: &Config, now_s: u64) -> Result<()> {
+        let quarantine = id_quarantine(config);
+        self.services
+            .sync(
+                config.services.iter().map(|s| s.name.as_str()),
+                now_s,
+                quarantine,
+            )
+            .context("assigning service ids")?;
+        let backend_names: Vec<String> = config
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| backend_key(&s.name, &b.name)))
+            .collect();
+        self.backends
+            .sync(backend_names.iter().map(String::as_str), now_s, quarantine)
+            .context("assigning backend ids")?;
+        Ok(())
+    }
+
+    pub fn service(&self, service: &Service) -> u32 {
+        self.services.get(&service.name).expect("synced service id")
+    }
+
+    pub fn backend(&self, service: &Service, backend: &str) -> u32 {
+        self.backends
+            .get(&backend_key(&service.name, backend))
+            .expect("synced backend id")
+    }
+}
+
+/// The map sizes the config asks for.
+pub fn limits(config: &Config) -> Limits {
+    let l = &config.limits;
+    Limits {
+        max_services: l.max_services,
+        max_backends: l.max_backends,
+        ring_size: l.maglev_size,
+        flows: l.flows,
+        half_open: l.half_open,
+        persist: l.persistence,
+        ..Limits::default()
+    }
+}
+
+fn be(ip: Ipv4Addr) -> u32 {
+    u32::from(ip).to_be()
+}
+
+/// What the maps should hold for `config` on `node`. Every service is active:
+/// in single-node mode this node serves all VIPs.
+pub fn desired_state(config: &Config, node: &Node, ids: &Ids) -> DesiredState {
+    let settings = Settings {
+        snat_port_min: node.snat_ports.min,
+        snat_port_max: node.snat_ports.max,
+        flags: 0,
+        lease_deadline_ns: 0,
+    };
+    let mut local: BTreeMap<u32, u32> = BTreeMap::new();
+    let services = config
+        .services
+        .iter()
+        .map(|svc| {
+            *local.entry(be(svc.vip)).or_default() |= local_addr_flags::VIP;
+            *local.entry(be(svc.snat_address)).or_default() |= local_addr_flags::SNAT;
+            desired_service(svc, ids, config.limits.maglev_size)
+        })
+        .collect();
+    DesiredState {
+        settings,
+        services,
+        local_addrs: local.into_iter().collect(),
+    }
+}
+
+fn desired_service(svc: &Service, ids: &Ids, ring_size: u32) -> DesiredService {
+    let mut flags = service_flags::ACTIVE;
+    if svc.scheduler == Scheduler::Flow {
+        flags |= service_flags::SCHED_FLOW;
+    }
+    if svc.persistence_timeout.is_some() {
+        flags |= service_flags::PERSISTENCE;
+    }
+    let backends: Vec<(u32, BackendInfo)> = svc
+        .backends
+        .iter()
+        .map(|b| {
+            let info = BackendInfo {
+                ip: be(*b.address.ip()),
+                port: b.address.port().to_be(),
+                flags: backend_flags::IN_USE | backend_flags::PERSIST_OK,
+            };
+            (ids.backend(svc, &b.name), info)
+        })
+        .collect();
+    let members: Vec<MaglevBackend<'_>> = svc
+        .backends
+        .iter()
+        .map(|b| MaglevBackend {
+            id: ids.backend(svc, &b.name),
+            name: &b.name,
+            weight: b.weight,
+        })
+        .collect();
+    DesiredService {
+        key: ServiceKey {
+            vip: be(svc.vip),
+            port: svc.port.to_be(),
+            proto: svc.protocol.ip_proto(),
+            _pad: 0,
+        },
+        id: ids.service(svc),
+        flags,
+        snat_ip: be(svc.snat_address),
+        persist_timeout_ns: svc.persistence_timeout.map_or(0, |d| d.as_nanos() as u64),
+        backends,
+        ring: Arc::from(maglev::build(&members, ring_size)),
+    }
+}
+
+/// Idle timeouts per service id for the flow collector.
+pub fn gc_policy(config: &Config, ids: &Ids) -> GcPolicy {
+    let ns = |d: Duration| d.as_nanos() as u64;
+    let per_service = config
+        .services
+        .iter()
+        .map(|s| {
+            let t = FlowTimeouts {
+                syn_ns: ns(s.timeouts.tcp_syn),
+                established_ns: ns(s.timeouts.tcp_established),
+                closing_ns: ns(s.timeouts.tcp_closing),
+                udp_ns: ns(s.timeouts.udp),
+                persist_ns: s.persistence_timeout.map_or(0, ns),
+            };
+            (ids.service(s), t)
+        })
+        .collect();
+    GcPolicy {
+        per_service,
+        fallback: FlowTimeouts::default(),
+    }
+}
+
+/// Every VIP of the config.
+pub fn vips(config: &Config) -> BTreeSet<Ipv4Addr> {
+    config.services.iter().map(|s| s.vip).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn horizon() -> Config {
+        let text = include_str!("../../../examples/horizon.toml");
+        config::parse(text, "horizon.toml").expect("example parses")
+    }
+
+    fn state(c: &Config) -> (DesiredState, Ids) {
+        let mut ids = Ids::new(&limits(c));
+        ids.sync(c, 0).unwrap();
+        let node = &c.nodes["lb1"];
+        (desired_state(c, node, &ids), ids)
+    }
+
+    #[test]
+    fn example_maps_to_two_active_persistent_services() {
+        let c = horizon();
+        let (d, ids) = state(&c);
+        assert_eq!(d.settings.snat_port_min, 20000);
+        assert_eq!(d.settings.snat_port_max, 24999);
+        assert_eq!(d.services.len(), 2);
+        let h = d
+            .services
+            .iter()
+            .find(|s| s.key.vip == be("192.0.2.20".parse().unwrap()))
+            .unwrap();
+        assert_eq!(h.key.port, 443u16.to_be());
+        assert_eq!(h.key.proto, lb_common::IPPROTO_TCP);
+        assert_eq!(h.flags, service_flags::ACTIVE | service_flags::PERSISTENCE);
+        assert_eq!(h.persist_timeout_ns, 3600 * 1_000_000_000);
+        assert_eq!(h.ring.len(), 65537);
+        let counts = maglev::slot_counts(&h.ring);
+        assert_eq!(counts.len(), 2, "both backends in the ring");
+        let cs1 = ids.backends.get("horizon/cs1").unwrap();
+        let info = h.backends.iter().find(|(id, _)| *id == cs1).unwrap().1;
+        assert_eq!(info.ip, be("198.51.100.21".parse().unwrap()));
+        assert_eq!(info.port, 443u16.to_be());
+        // VIP and SNAT address coincide by default: both flags on one entry.
+        assert!(
+            d.local_addrs
+                .contains(&(h.snat_ip, local_addr_flags::VIP | local_addr_flags::SNAT))
+        );
+        assert_eq!(d.local_addrs.len(), 2);
+    }
+
+    #[test]
+    fn ids_are_deterministic_across_agents() {
+        let c = horizon();
+        let (a, _) = state(&c);
+        let (b, _) = state(&c);
+        assert_eq!(a, b, "two agents (or two nodes) compute the same maps");
+    }
+
+    #[test]
+    fn weight_zero_takes_no_slots_but_keeps_its_row() {
+        let text = include_str!("../../../examples/horizon.toml").replacen(
+            "weight = 1              # share",
+            "weight = 0              # share",
+            1,
+        );
+        let c = config::parse(&text, "h.toml").unwrap();
+        let (d, ids) = state(&c);
+        let cs1 = ids.backends.get("horizon/cs1").unwrap();
+        let h = &d
+            .services
+            .iter()
+            .find(|s| s.backends.iter().any(|(id, _)| *id == cs1))
+            .unwrap();
+        assert!(!h.ring.contains(&cs1));
+        assert!(h.backends.iter().any(|(id, _)| *id == cs1));
+    }
+
+    #[test]
+    fn gc_policy_carries_the_service_timeouts() {
+        let c = horizon();
+        let (_, ids) = state(&c);
+        let p = gc_policy(&c, &ids);
+        let t = p.timeouts(ids.services.get("horizon").unwrap());
+        assert_eq!(t.established_ns, 3600 * 1_000_000_000);
+        assert_eq!(t.persist_ns, 3600 * 1_000_000_000);
+    }
+}

@@ -1,0 +1,202 @@
+//! The data plane as the agent sees it: the XDP program on one interface, its
+//! pinned maps, and the operations the rest of the agent needs (apply a
+//! desired state, read counters, collect idle flows).
+//!
+//! Pure parts (the plan, the GC decision, range and name checks) live in
+//! their own files and are unit-tested; [`Dataplane`] is the thin I/O shell.
+
+pub mod desired;
+pub mod gc;
+pub mod host;
+pub mod limits;
+pub mod load;
+pub mod maps;
+pub mod neigh;
+pub mod pins;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use aya::Ebpf;
+use lb_common::{TrafficStats, map_names};
+
+pub use desired::{AppliedState, DesiredService, DesiredState, MapOp};
+pub use gc::{FlowTimeouts, GcPolicy, GcReport};
+pub use limits::Limits;
+pub use load::{AttachMode, Attachment};
+pub use maps::Maps;
+pub use pins::PinDir;
+
+/// What [`Dataplane::open`] needs.
+#[derive(Clone, Debug)]
+pub struct DataplaneOptions<'a> {
+    /// This node's name: part of the pin path.
+    pub node: String,
+    /// The interface the XDP program runs on.
+    pub iface: String,
+    pub mode: AttachMode,
+    /// Where bpffs is (mounted there if missing); normally [`pins::BPFFS_ROOT`].
+    pub bpffs: PathBuf,
+    pub limits: Limits,
+    /// The eBPF object, normally [`crate::objects::LB`].
+    pub object: &'a [u8],
+}
+
+/// The loaded and attached XDP program with its maps.
+pub struct Dataplane {
+    /// Keeps the program (and, once adopted, the link) alive.
+    _ebpf: Ebpf,
+    attachment: Attachment,
+    maps: Maps,
+    pins: PinDir,
+    applied: AppliedState,
+}
+
+impl Dataplane {
+    /// Loads the program with its maps pinned under the node's directory and
+    /// attaches it, adopting the maps and link an earlier agent left.
+    pub fn open(opts: &DataplaneOptions<'_>) -> Result<Self> {
+        opts.limits.validate()?;
+        pins::ensure_bpffs(&opts.bpffs)?;
+        let pins = PinDir::new(&opts.bpffs, &opts.node)?;
+        pins.create()?;
+        let had_maps = map_names::ALL.iter().any(|m| pins.map(m).exists());
+        if had_maps {
+            maps::check_pinned(&pins, &opts.limits)?;
+        }
+        let mut ebpf = load::load(opts.object, &pins, &opts.limits)?;
+        let maps = Maps::from_ebpf(&mut ebpf, &opts.limits)?;
+        let attachment = load::attach(&mut ebpf, &pins, &opts.iface, opts.mode)?;
+        let applied = if had_maps {
+            let applied = maps
+                .read_applied()
+                .context("reading back the state an earlier agent left")?;
+            tracing::info!(
+                services = applied.services.len(),
+                backends = applied.backends.len(),
+                "adopted the pinned maps"
+            );
+            applied
+        } else {
+            AppliedState::default()
+        };
+        Ok(Dataplane {
+            _ebpf: ebpf,
+            attachment,
+            maps,
+            pins,
+            applied,
+        })
+    }
+
+    /// Whether the program was swapped into an earlier agent's link.
+    pub fn adopted(&self) -> bool {
+        matches!(self.attachment, Attachment::Adopted)
+    }
+
+    pub fn pins(&self) -> &PinDir {
+        &self.pins
+    }
+
+    pub fn limits(&self) -> &Limits {
+        self.maps.limits()
+    }
+
+    /// What the maps hold, as far as this agent knows.
+    pub fn applied(&self) -> &AppliedState {
+        &self.applied
+    }
+
+    /// Typed map access for what the operations below do not cover.
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut Maps {
+        &mut self.maps
+    }
+
+    /// Brings the maps to `desired`; returns the number of writes. The lease
+    /// in `settings` is kept as [`set_lease`](Self::set_lease) last wrote it.
+    pub fn apply(&mut self, desired: &DesiredState) -> Result<usize> {
+        apply(&mut self.maps, &mut self.applied, desired)
+    }
+
+    /// Refreshes the agent's lease (VRRP mode): the program stops forwarding
+    /// for the VIPs once `deadline_ns` (CLOCK_MONOTONIC_COARSE) has passed.
+    pub fn set_lease(&mut self, deadline_ns: u64) -> Result<()> {
+        let mut s = self.applied.settings.unwrap_or_default();
+        s.lease_deadline_ns = deadline_ns;
+        self.maps
+            .set_settings(&s)
+            .context("refreshing the agent lease")?;
+        self.applied.settings = Some(s);
+        Ok(())
+    }
+
+    /// One flow collection pass at the current time.
+    pub fn collect_garbage(&mut self, policy: &GcPolicy) -> Result<GcReport> {
+        self.maps.collect_garbage(policy, gc::monotonic_coarse_ns())
+    }
+
+    pub fn service_stats(&self, service_id: u32) -> Result<TrafficStats> {
+        self.maps.service_stats(service_id)
+    }
+
+    pub fn backend_stats(&self, backend_id: u32) -> Result<TrafficStats> {
+        self.maps.backend_stats(backend_id)
+    }
+
+    /// Drop/pass/answer counters with their labels.
+    pub fn reasons(&self) -> Result<Vec<(&'static str, u64)>> {
+        self.maps.reasons()
+    }
+
+    /// Detaches the program for good: removes the link pin (and so the
+    /// attachment) and every map pin of this node. `lbd stop --detach`.
+    pub fn detach(self) -> Result<()> {
+        let pins = self.pins.clone();
+        drop(self);
+        pins::remove_all(pins.bpffs(), pins.node())?;
+        Ok(())
+    }
+}
+
+/// Plans and executes; records every write that succeeded, so after an error
+/// the next call retries only what is missing. Counters of ids that start
+/// being used are zeroed first (an id may have served before).
+pub fn apply(maps: &mut Maps, applied: &mut AppliedState, desired: &DesiredState) -> Result<usize> {
+    let mut desired = desired.clone();
+    if let Some(current) = applied.settings {
+        desired.settings.lease_deadline_ns = current.lease_deadline_ns;
+    }
+    let ops = desired::plan(applied, &desired, maps.limits())?;
+    let known_services: BTreeSet<u32> = applied.services.values().map(|s| s.info.id).collect();
+    for (i, op) in ops.iter().enumerate() {
+        let result = match op {
+            MapOp::SetBackend { id, .. } if !applied.backends.contains_key(id) => {
+                maps.reset_backend_stats(*id)
+            }
+            MapOp::UpsertService { info, .. } if !known_services.contains(&info.id) => {
+                maps.reset_service_stats(info.id)
+            }
+            _ => Ok(()),
+        }
+        .and_then(|()| maps.execute(op));
+        if let Err(e) = result {
+            applied.record_all(&ops[..i]);
+            return Err(e);
+        }
+    }
+    applied.record_all(&ops);
+    if !ops.is_empty() {
+        tracing::info!(
+            writes = ops.len(),
+            services = applied.services.len(),
+            backends = applied.backends.len(),
+            "maps updated"
+        );
+    }
+    Ok(ops.len())
+}
