@@ -125,9 +125,15 @@ fn lab_datapath() {
         "(c) {} of {} connections open together; connect {} ms, echo {} ms, total {} ms",
         hold.successes, hold.total, hold.connect_ms, hold.echo_ms, hold.elapsed_ms
     );
+    let counters = lb_tests::lab::counters::read_pinned(&pin_dir);
+    let reasons = match &counters {
+        Ok(c) => format!("{:?}, flow table entries {}", c.reasons, c.flow_entries),
+        Err(e) => format!("unreadable: {e:#}"),
+    };
+    println!("    data path reasons: {reasons}");
     assert_eq!(
         hold.successes, CONCURRENT as u64,
-        "errors: {:?}",
+        "errors: {:?}; data path reasons: {reasons}",
         hold.error_samples
     );
     assert_eq!(hold.peak_open, CONCURRENT as u64);

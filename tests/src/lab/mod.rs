@@ -38,7 +38,9 @@ pub mod topology;
 mod xdp_peer;
 
 pub use apps::{LabServer, fetch_name};
-pub use lbd::{BackendConfig, LAB_SNAT_PORTS, Lbd, LbdConfig, NodeConfig, ServiceConfig};
+pub use lbd::{
+    BackendConfig, LAB_SNAT_PORTS, Lbd, LbdConfig, NodeConfig, ServiceConfig, lab_snat_ports,
+};
 pub use report::{BackendTally, HoldReport, ServerStats, SpreadReport};
 pub use setup::{BPFFS_LB_DIR, Lab, LabBuilder};
 pub use xdp_peer::SwitchPrograms;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::lbd::{BackendConfig, LAB_SNAT_PORTS, Lbd, LbdConfig, NodeConfig};
+use super::lbd::{BackendConfig, Lbd, LbdConfig, NodeConfig, lab_snat_ports};
 use super::topology::{self, Plan, Role, Shape};
 use super::xdp_peer::SwitchPrograms;
 use super::{binaries, names, netns};
@@ -282,7 +282,7 @@ impl Lab {
                 self.lb_node_name(n),
                 NodeConfig {
                     interface: "eth0".into(),
-                    snat_ports: LAB_SNAT_PORTS.into(),
+                    snat_ports: lab_snat_ports(n, self.plan.shape.lb_nodes),
                 },
             );
         }
