@@ -125,13 +125,21 @@ fn run(args: &Args) -> Result<()> {
     let stopping = Instant::now();
     let status = lbd.stop(Duration::from_secs(10));
     drop(lbd);
-    lab.teardown()?;
     step(&format!(
-        "lbd stopped ({}), lab torn down in {:.2?}; nothing left behind",
+        "lbd stopped ({}); the pinned program would keep forwarding without it",
         match status {
             Ok(s) => s.to_string(),
             Err(e) => format!("{e:#}"),
-        },
+        }
+    ));
+    let config_arg = config_path.to_string_lossy().into_owned();
+    match lab.lbd_command(1, &["stop", "--config", &config_arg, "--detach"]) {
+        Ok(_) => step("`lbd stop --detach` removed the data path"),
+        Err(e) => step(&format!("`lbd stop --detach` failed: {e:#}")),
+    }
+    lab.teardown()?;
+    step(&format!(
+        "lab torn down, {:.2?} after stopping lbd; nothing left behind",
         stopping.elapsed()
     ));
     Ok(())
@@ -248,7 +256,7 @@ fn print_counters(lab: &Lab) {
         );
     }
     println!(
-        "   flow table entries: {} (two per connection)",
+        "   flow table entries: {} (two per connection; new flows include the readiness probe)",
         counters.flow_entries
     );
     let reasons: BTreeMap<_, _> = counters.reasons.iter().copied().collect();
