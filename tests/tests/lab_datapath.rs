@@ -219,3 +219,47 @@ fn pins_under(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// The configs the lab writes (one and two LB nodes, weights, persistence)
+/// are what lbd accepts: `lbd check` finds no error. No root needed.
+#[test]
+fn lab_configs_pass_lbd_check() {
+    use lb_tests::lab::{BackendConfig, LbdConfig};
+
+    let lbd = lb_tests::lab::binaries::lbd().expect("lbd is built");
+    let backends: Vec<BackendConfig> = (1..=3)
+        .map(|n| BackendConfig {
+            name: format!("be{n}"),
+            address: SocketAddrV4::new(topology::backend_addr(n), 80),
+            weight: n as u32,
+        })
+        .collect();
+    let mut sticky = ServiceConfig::tcp("horizon", topology::DEFAULT_VIP, 443, backends.clone());
+    sticky.persistence_timeout = Some("1h".into());
+    let plain = ServiceConfig::tcp("web", topology::DEFAULT_VIP, 80, backends);
+    let dir = std::env::temp_dir().join(format!("lb-lab-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for nodes in [
+        vec!["chk1-lb1".to_string()],
+        vec!["chk1-lb1".into(), "chk1-lb2".into()],
+    ] {
+        let config = LbdConfig::for_lab_nodes(&nodes, vec![plain.clone(), sticky.clone()]);
+        let path = dir.join(format!("{}-nodes.toml", nodes.len()));
+        config.write(&path).unwrap();
+        let out = std::process::Command::new(&lbd)
+            .arg("check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "lbd check refused the lab config:\n{}\n{}{}",
+            config.render().unwrap(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -151,6 +151,16 @@ fn lab_selftest() {
         .unwrap();
     assert_eq!(dgram, "be1-udp\n");
 
+    // UDP from every client address.
+    let dns = SocketAddrV4::new(topology::lb_front_addr(1), 5353);
+    lab.start_server("lb1", "lb1-udp", SocketAddr::V4(dns), true)
+        .unwrap();
+    let udp = lab.spread(dns, 200, 1, &["--udp"]).unwrap();
+    assert_eq!(udp.errors, 0, "{:?}", udp.error_samples);
+    assert_eq!(udp.protocol, "udp");
+    assert!(udp.per_source.values().all(|names| names == &["lb1-udp"]));
+    assert_eq!(udp.per_source.len(), 200);
+
     // Teardown leaves nothing behind, processes included.
     let server_pid = lb_server.pid;
     let dir = lab.dir().to_path_buf();
@@ -247,4 +257,52 @@ fn lab_xdp_tx_reaches_the_bridge() {
         "only {bounced} of {DATAGRAMS} XDP_TX frames reached the bridge"
     );
     drop(ebpf);
+}
+
+/// A two-node lab (for VRRP and failover tests): both LB nodes wired, no
+/// VIP added by the lab, backends reach either node on the link.
+#[test]
+fn lab_two_lb_nodes() {
+    let lab = Lab::builder("two")
+        .lb_nodes(2)
+        .backends(1)
+        .client_addrs(4)
+        .add_vips(false)
+        .build()
+        .unwrap();
+    for n in 1..=2 {
+        let node = format!("lb{n}");
+        let addrs = text(
+            lab.exec_in(&node, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+                .unwrap(),
+        );
+        assert!(
+            addrs.contains(&format!("{}/24", topology::lb_front_addr(n))),
+            "{addrs}"
+        );
+        assert!(
+            !addrs.contains("192.0.2.10"),
+            "the lab added a VIP: {addrs}"
+        );
+        let listen = SocketAddrV4::new(topology::lb_front_addr(n), 2222);
+        lab.start_server(&node, &node, SocketAddr::V4(listen), false)
+            .unwrap();
+        let name = lab
+            .run_in("be1", move || fetch_name(listen, Duration::from_secs(5)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(name, node);
+        assert_eq!(
+            lab.fetch_name(listen, Duration::from_secs(5)).unwrap(),
+            node
+        );
+    }
+    let config = lab.lbd_config(vec![]);
+    assert_eq!(config.nodes.len(), 2);
+    let ranges: Vec<&str> = config
+        .nodes
+        .values()
+        .map(|n| n.snat_ports.as_str())
+        .collect();
+    assert_ne!(ranges[0], ranges[1]);
 }

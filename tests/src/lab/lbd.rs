@@ -86,6 +86,25 @@ impl ServiceConfig {
 }
 
 impl LbdConfig {
+    /// A config for lab LB nodes named `nodes` (node i gets `eth0` and the
+    /// i-th slice of [`LAB_SNAT_PORTS`]) serving `services`.
+    pub fn for_lab_nodes(nodes: &[String], services: Vec<ServiceConfig>) -> LbdConfig {
+        let mut cfg = LbdConfig {
+            services,
+            ..Default::default()
+        };
+        for (i, name) in nodes.iter().enumerate() {
+            cfg.nodes.insert(
+                name.clone(),
+                NodeConfig {
+                    interface: "eth0".into(),
+                    snat_ports: lab_snat_ports(i + 1, nodes.len()),
+                },
+            );
+        }
+        cfg
+    }
+
     pub fn render(&self) -> Result<String> {
         toml::to_string(self).context("could not render the lab's lbd config as TOML")
     }

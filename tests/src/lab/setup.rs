@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::lbd::{BackendConfig, Lbd, LbdConfig, NodeConfig, lab_snat_ports};
+use super::lbd::{BackendConfig, Lbd, LbdConfig};
 use super::topology::{self, Plan, Role, Shape};
 use super::xdp_peer::SwitchPrograms;
 use super::{binaries, names, netns};
@@ -271,22 +271,13 @@ impl Lab {
         self.next_stats_port.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A config for LB node 1 with the given services.
+    /// A config for this lab's LB nodes (eth0, disjoint SNAT slices) with
+    /// the given services.
     pub fn lbd_config(&self, services: Vec<super::lbd::ServiceConfig>) -> LbdConfig {
-        let mut cfg = LbdConfig {
-            services,
-            ..Default::default()
-        };
-        for n in 1..=self.plan.shape.lb_nodes {
-            cfg.nodes.insert(
-                self.lb_node_name(n),
-                NodeConfig {
-                    interface: "eth0".into(),
-                    snat_ports: lab_snat_ports(n, self.plan.shape.lb_nodes),
-                },
-            );
-        }
-        cfg
+        let nodes: Vec<String> = (1..=self.plan.shape.lb_nodes)
+            .map(|n| self.lb_node_name(n))
+            .collect();
+        LbdConfig::for_lab_nodes(&nodes, services)
     }
 
     /// Backends `be1..beN` of this lab on `port`, with the given weights
