@@ -237,21 +237,23 @@ fn lab_configs_pass_lbd_check() {
     let mut sticky = ServiceConfig::tcp("horizon", topology::DEFAULT_VIP, 443, backends.clone());
     sticky.persistence_timeout = Some("1h".into());
     let plain = ServiceConfig::tcp("web", topology::DEFAULT_VIP, 80, backends);
-    let dir = std::env::temp_dir().join(format!("lb-lab-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     for nodes in [
         vec!["chk1-lb1".to_string()],
         vec!["chk1-lb1".into(), "chk1-lb2".into()],
     ] {
         let config = LbdConfig::for_lab_nodes(&nodes, vec![plain.clone(), sticky.clone()]);
-        let path = dir.join(format!("{}-nodes.toml", nodes.len()));
+        let path = std::env::temp_dir().join(format!(
+            "lb-lab-check-{}-{}.toml",
+            std::process::id(),
+            nodes.len()
+        ));
         config.write(&path).unwrap();
         let out = std::process::Command::new(&lbd)
             .arg("check")
             .arg(&path)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+            .output();
+        let _ = std::fs::remove_file(&path);
+        let out = out.expect("lbd check runs");
         assert!(
             out.status.success(),
             "lbd check refused the lab config:\n{}\n{}{}",
@@ -259,7 +261,5 @@ fn lab_configs_pass_lbd_check() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::create_dir_all(&dir).unwrap();
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
