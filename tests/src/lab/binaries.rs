@@ -7,7 +7,8 @@
 //! running executable: `target/<profile>/` (a bin) or its parent (a test in
 //! `target/<profile>/deps/`). The test runner builds lbd first
 //! (`cargo build -p lb-userspace` with the same profile as the tests;
-//! `cargo xtask test` does). `LBD_BIN` overrides the lbd path.
+//! `cargo xtask test` does); failing that, the other profile's lbd is used
+//! with a note on stderr. `LBD_BIN` overrides the lbd path.
 
 use std::path::{Path, PathBuf};
 
@@ -55,6 +56,26 @@ pub fn lbd() -> Result<PathBuf> {
         return Ok(path);
     }
     let profile = profile_dir()?;
+    let same = profile.join("lbd");
+    if is_executable(&same) {
+        return Ok(same);
+    }
+    // `cargo xtask test` may build lbd with --release while the tests run
+    // in the dev profile: take the other profile's lbd, and say so.
+    let target = profile
+        .parent()
+        .context("the profile directory has no parent")?;
+    for other in ["release", "debug"] {
+        let candidate = target.join(other).join("lbd");
+        if candidate != same && is_executable(&candidate) {
+            eprintln!(
+                "using {} (no lbd in {})",
+                candidate.display(),
+                profile.display()
+            );
+            return Ok(candidate);
+        }
+    }
     let flag = if profile.ends_with("release") {
         " --release"
     } else {
