@@ -25,7 +25,7 @@ pub struct LabServer {
     pub node: String,
     pub listen: SocketAddr,
     pub udp: bool,
-    /// 127.0.0.1:<port> inside the node's namespace.
+    /// `127.0.0.1:<port>` inside the node's namespace.
     pub stats_addr: SocketAddr,
     pub pid: u32,
 }

@@ -21,8 +21,18 @@
 //! # Ok(()) }
 //! ```
 //!
-//! lbd is looked up next to the running executable (see [`binaries`]):
-//! build it first with `cargo build -p lb-userspace`.
+//! Two-node labs for VRRP: `Lab::builder("fo").lb_nodes(2).add_vips(false)`
+//! (lb2 is 192.0.2.3 / 198.51.100.3; backends then reach the VIP network
+//! on the link, so whichever node holds a VIP answers for it).
+//!
+//! lbd runs as node `<prefix>-lb<n>` (its namespace name), so pins, control
+//! sockets and state files of concurrent labs never collide; it is looked
+//! up next to the running executable (see [`binaries`]): build it first
+//! with `cargo build -p lb-userspace`. Teardown (Drop, also on panic) kills
+//! every process in the lab's namespaces, detaches `lab_pass`, removes
+//! `/sys/fs/bpf/lb/<node>`, `/run/lbd/<node>.sock`, `/var/lib/lbd/<node>.state`,
+//! the namespaces and the scratch directory. A new lab removes leftovers of
+//! labs whose process died.
 
 mod apps;
 pub mod binaries;
