@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-/// The target/<profile> directory the running executable belongs to.
+/// The `target/<profile>` directory the running executable belongs to.
 fn profile_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("could not find the running executable")?;
     let dir = exe

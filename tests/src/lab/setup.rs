@@ -112,7 +112,7 @@ impl LabBuilder {
 /// Scratch directories are `<tmp>/lb-lab-<prefix>`.
 const LAB_DIR_PREFIX: &str = "lb-lab-";
 
-/// Stats listeners of lab servers: 127.0.0.1:<port> inside their namespace.
+/// Stats listeners of lab servers: `127.0.0.1:<port>` inside their namespace.
 const STATS_PORT_BASE: u16 = 9100;
 
 /// A running lab: namespaces `<prefix>-sw` (bridge `br0`), `<prefix>-lb1..`,
