@@ -116,6 +116,12 @@ pub fn test(extra: &[String]) -> Result<()> {
         &mut unit,
     ));
 
+    // The labs run the real agent binary: build it even when the unit step
+    // was filtered or failed early.
+    let mut agent = exec::cargo();
+    agent.args(["build", "--release", "-p", "lb-userspace", "--bin", "lbd"]);
+    outcomes.push(test_step("build the agent (lbd) for the labs", &mut agent));
+
     let mut integration = exec::cargo();
     integration
         .args([
