@@ -1,0 +1,210 @@
+//! Running the lab programs: `lab-server` on a node (with its stats
+//! listener) and `lab-client` in the client namespace, parsing its JSON.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::binaries;
+use super::lbd::Lbd;
+use super::report::{HoldReport, ServerStats, SpreadReport};
+use super::setup::Lab;
+
+/// How long a server may take to print `ready`.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `lab-server` the lab started (and kills at teardown).
+#[derive(Clone, Debug)]
+pub struct LabServer {
+    pub name: String,
+    /// Short node name it runs on.
+    pub node: String,
+    pub listen: SocketAddr,
+    pub udp: bool,
+    /// `127.0.0.1:<port>` inside the node's namespace.
+    pub stats_addr: SocketAddr,
+    pub pid: u32,
+}
+
+impl Lab {
+    /// Starts `lab-server --name NAME --listen LISTEN [--udp]` on `node`
+    /// and waits until it listens.
+    pub fn start_server(
+        &self,
+        node: &str,
+        name: &str,
+        listen: SocketAddr,
+        udp: bool,
+    ) -> Result<LabServer> {
+        let program = binaries::lab_server()?;
+        let stats_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.next_stats_port()));
+        let log = self.log_file(node, format!("lab-server-{name}").as_ref())?;
+        let mut cmd = self.command_in(node, &program)?;
+        cmd.args(["--name", name, "--listen", &listen.to_string()])
+            .args(["--stats", &stats_addr.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        if udp {
+            cmd.arg("--udp");
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("could not start lab-server {name} on {node}"))?;
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let pid = child.id();
+        self.adopt(child);
+        // Read the first line on a helper thread so a silent server cannot
+        // hang us.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        match rx.recv_timeout(SERVER_START_TIMEOUT) {
+            Ok(line) if line.trim() == "ready" => {}
+            Ok(line) => bail!(
+                "lab-server {name} on {node} did not start (said {:?}); see {}",
+                line.trim(),
+                self.dir().display()
+            ),
+            Err(_) => bail!(
+                "lab-server {name} on {node} did not report ready within {SERVER_START_TIMEOUT:?}"
+            ),
+        }
+        Ok(LabServer {
+            name: name.to_string(),
+            node: node.to_string(),
+            listen,
+            udp,
+            stats_addr,
+            pid,
+        })
+    }
+
+    /// Starts a TCP `lab-server` named `be<n>` on every backend, port `port`.
+    pub fn start_backend_servers(&self, port: u16) -> Result<Vec<LabServer>> {
+        (1..=self.backends())
+            .map(|n| {
+                let addr = SocketAddr::from((self.backend_addr(n), port));
+                self.start_server(&format!("be{n}"), &format!("be{n}"), addr, false)
+            })
+            .collect()
+    }
+
+    /// The counters of a server started by [`Lab::start_server`].
+    pub fn server_stats(&self, server: &LabServer) -> Result<ServerStats> {
+        let addr = server.stats_addr;
+        let text = self
+            .run_in(&server.node, move || -> std::io::Result<String> {
+                let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut text = String::new();
+                stream.read_to_string(&mut text)?;
+                Ok(text)
+            })?
+            .with_context(|| format!("could not read the stats of lab-server {}", server.name))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("lab-server {} sent unreadable stats: {text}", server.name))
+    }
+
+    /// `lab-client spread` from the client namespace: `per_source`
+    /// sequential connections from each of the first `sources` client
+    /// addresses. `extra` goes to the command line (e.g. `--payload 4096`).
+    pub fn spread(
+        &self,
+        target: SocketAddrV4,
+        sources: usize,
+        per_source: usize,
+        extra: &[&str],
+    ) -> Result<SpreadReport> {
+        let range = super::topology::client_range(sources.min(self.plan.shape.client_addrs));
+        let mut args = vec![
+            "spread".to_string(),
+            "--vip".into(),
+            target.to_string(),
+            "--sources".into(),
+            range,
+            "--per-source".into(),
+            per_source.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.client_json(&args)
+    }
+
+    /// `lab-client hold`: `total` concurrent connections over all client
+    /// addresses.
+    pub fn hold(&self, target: SocketAddrV4, total: usize, extra: &[&str]) -> Result<HoldReport> {
+        let mut args = vec![
+            "hold".to_string(),
+            "--vip".into(),
+            target.to_string(),
+            "--sources".into(),
+            self.client_range(),
+            "--total".into(),
+            total.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.client_json(&args)
+    }
+
+    fn client_json<T: serde::de::DeserializeOwned>(&self, args: &[String]) -> Result<T> {
+        let program = binaries::lab_client()?;
+        let mut full = vec![program.to_string_lossy().into_owned()];
+        full.extend(args.iter().cloned());
+        let output = self.exec_in("cl", &full)?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        serde_json::from_str(&stdout)
+            .with_context(|| format!("lab-client {} printed no report: {stdout}", args.join(" ")))
+    }
+
+    /// One TCP connection from the client namespace (primary address):
+    /// connect, read the server's name line. For probes and small checks.
+    pub fn fetch_name(&self, target: SocketAddrV4, timeout: Duration) -> Result<String> {
+        self.run_in("cl", move || fetch_name(target, timeout))?
+    }
+
+    /// Waits until `target` answers a name through the LB, checking that
+    /// `lbd` keeps running; returns how long it took.
+    pub fn wait_for_service(
+        &self,
+        lbd: &mut Lbd,
+        target: SocketAddrV4,
+        timeout: Duration,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        let mut last_error = String::from("no attempt");
+        while start.elapsed() < timeout {
+            lbd.check_running()?;
+            match self.fetch_name(target, Duration::from_secs(2)) {
+                Ok(_) => return Ok(start.elapsed()),
+                Err(e) => last_error = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "{target} did not answer through lbd within {timeout:?} (last error: {last_error}); lbd log ends with:\n{}",
+            lbd.log_tail(30)
+        )
+    }
+}
+
+/// Connects to `target`, reads one line (the server's name), closes.
+pub fn fetch_name(target: SocketAddrV4, timeout: Duration) -> Result<String> {
+    let stream = TcpStream::connect_timeout(&target.into(), timeout)
+        .with_context(|| format!("could not connect to {target}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .with_context(|| format!("{target} sent no name line"))?;
+    if !line.ends_with('\n') {
+        bail!("{target} closed before sending its name (got {line:?})");
+    }
+    Ok(line.trim_end().to_string())
+}

@@ -1,0 +1,262 @@
+//! The agent in a lab: its config file (rendered from typed values, in the
+//! format `lbd run --config` reads) and the running process.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+/// The SNAT ports lab LB nodes share: everything below ip_local_port_range
+/// (32768-60999) and above the ports lab servers listen on. Wide on purpose:
+/// the data path tries a bounded number of hashed candidates per new flow,
+/// so a range that a test fills to half fails a few SYNs in ten thousand
+/// (measured: 4 of 10,000 with 20000-29999 and 5,000 flows on one backend).
+pub const LAB_SNAT_PORTS: (u16, u16) = (10_000, 32_767);
+
+/// LB node `n`'s (1-based) share of [`LAB_SNAT_PORTS`] among `nodes` nodes:
+/// disjoint slices, as lbd requires, so flow-state sync never sees a port
+/// twice.
+pub fn lab_snat_ports(n: usize, nodes: usize) -> String {
+    let (min, max) = (u32::from(LAB_SNAT_PORTS.0), u32::from(LAB_SNAT_PORTS.1));
+    let nodes = nodes.max(1) as u32;
+    let slice = (max - min + 1) / nodes;
+    let first = min + slice * (n as u32 - 1);
+    let last = if n as u32 == nodes {
+        max
+    } else {
+        first + slice - 1
+    };
+    format!("{first}-{last}")
+}
+
+/// An lbd config file.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LbdConfig {
+    #[serde(rename = "node")]
+    pub nodes: BTreeMap<String, NodeConfig>,
+    #[serde(rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeConfig {
+    pub interface: String,
+    pub snat_ports: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// `source` or `flow`.
+    pub scheduler: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistence_timeout: Option<String>,
+    #[serde(rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendConfig {
+    pub name: String,
+    pub address: SocketAddrV4,
+    pub weight: u32,
+}
+
+impl ServiceConfig {
+    /// A TCP service with source-hash scheduling and no persistence table.
+    pub fn tcp(name: &str, vip: Ipv4Addr, port: u16, backends: Vec<BackendConfig>) -> Self {
+        ServiceConfig {
+            name: name.to_string(),
+            vip,
+            port,
+            protocol: "tcp".into(),
+            scheduler: "source".into(),
+            persistence_timeout: None,
+            backends,
+        }
+    }
+}
+
+impl LbdConfig {
+    /// A config for lab LB nodes named `nodes` (node i gets `eth0` and the
+    /// i-th slice of [`LAB_SNAT_PORTS`]) serving `services`.
+    pub fn for_lab_nodes(nodes: &[String], services: Vec<ServiceConfig>) -> LbdConfig {
+        let mut cfg = LbdConfig {
+            services,
+            ..Default::default()
+        };
+        for (i, name) in nodes.iter().enumerate() {
+            cfg.nodes.insert(
+                name.clone(),
+                NodeConfig {
+                    interface: "eth0".into(),
+                    snat_ports: lab_snat_ports(i + 1, nodes.len()),
+                },
+            );
+        }
+        cfg
+    }
+
+    pub fn render(&self) -> Result<String> {
+        toml::to_string(self).context("could not render the lab's lbd config as TOML")
+    }
+
+    /// Writes the config to `path`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.render()?)
+            .with_context(|| format!("could not write the lbd config {}", path.display()))
+    }
+}
+
+/// A running `lbd run` inside an LB namespace. Dropping it kills it.
+pub struct Lbd {
+    pub(crate) child: Child,
+    pub(crate) node: String,
+    pub(crate) log: PathBuf,
+    pub(crate) started: Instant,
+}
+
+impl Lbd {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The node name lbd runs as (also its bpffs pin directory name).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Where lbd's stdout and stderr go.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Fails, quoting the log, when lbd has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait().context("could not poll lbd")? {
+            bail!(
+                "lbd (node {}) exited with {status} after {:.1?}; its log ends with:\n{}",
+                self.node,
+                self.started.elapsed(),
+                self.log_tail(30)
+            );
+        }
+        Ok(())
+    }
+
+    /// Asks lbd to stop (SIGTERM) and waits up to `timeout`, then kills it.
+    pub fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        // SAFETY: our own child, not yet reaped, so the pid is still ours.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill().ok();
+        let status = self.child.wait()?;
+        bail!(
+            "lbd (node {}) did not stop within {timeout:?} of SIGTERM and was killed ({status})",
+            self.node
+        )
+    }
+}
+
+impl Drop for Lbd {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- lbd {} log (last lines of {}) ---\n{}",
+                self.node,
+                self.log.display(),
+                self.log_tail(40)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snat_slices_are_disjoint_and_cover_the_range() {
+        assert_eq!(lab_snat_ports(1, 1), "10000-32767");
+        assert_eq!(lab_snat_ports(1, 2), "10000-21383");
+        assert_eq!(lab_snat_ports(2, 2), "21384-32767");
+    }
+
+    #[test]
+    fn rendered_config_has_the_layout_lbd_reads() {
+        let mut cfg = LbdConfig::default();
+        cfg.nodes.insert(
+            "lab1-lb1".into(),
+            NodeConfig {
+                interface: "eth0".into(),
+                snat_ports: lab_snat_ports(1, 1),
+            },
+        );
+        cfg.services.push(ServiceConfig::tcp(
+            "web",
+            Ipv4Addr::new(192, 0, 2, 10),
+            80,
+            vec![BackendConfig {
+                name: "be1".into(),
+                address: "198.51.100.11:80".parse().unwrap(),
+                weight: 2,
+            }],
+        ));
+        let text = cfg.render().unwrap();
+        let parsed: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(
+            parsed["node"]["lab1-lb1"]["interface"].as_str(),
+            Some("eth0")
+        );
+        assert_eq!(
+            parsed["node"]["lab1-lb1"]["snat_ports"].as_str(),
+            Some("10000-32767")
+        );
+        let svc = &parsed["service"][0];
+        assert_eq!(svc["vip"].as_str(), Some("192.0.2.10"));
+        assert_eq!(svc["port"].as_integer(), Some(80));
+        assert_eq!(svc["scheduler"].as_str(), Some("source"));
+        assert!(svc.get("persistence_timeout").is_none());
+        assert_eq!(
+            svc["backend"][0]["address"].as_str(),
+            Some("198.51.100.11:80")
+        );
+        assert_eq!(svc["backend"][0]["weight"].as_integer(), Some(2));
+        assert!(
+            text.contains("[[service]]") && text.contains("[[service.backend]]"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! Network-namespace labs for the system tests, the demo and the benches.
+//!
+//! A lab is a bridge in namespace `<prefix>-sw` with one veth per node:
+//! LB nodes `<prefix>-lb1..` (192.0.2.2/24 and 198.51.100.2/24, VIP
+//! 192.0.2.10/32), the clients `<prefix>-cl` (203.0.113.10.. as many
+//! addresses as asked), backends `<prefix>-be1..` (198.51.100.11..). Every
+//! bridge port runs the native XDP_PASS program `lab_pass` so XDP_TX on a
+//! node's veth works, and every veth has checksum/segmentation offloads off.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use lb_tests::lab::{Lab, ServiceConfig};
+//! let lab = Lab::datapath("dp", 3, 200)?;
+//! lab.start_backend_servers(80)?;
+//! let svc = ServiceConfig::tcp("web", lab.vip(), 80, lab.backend_configs(80, &[1, 2, 3]));
+//! let config = lab.write_config("lbd.toml", &lab.lbd_config(vec![svc]))?;
+//! let mut lbd = lab.start_lbd(1, &config)?;
+//! let vip = std::net::SocketAddrV4::new(lab.vip(), 80);
+//! lab.wait_for_service(&mut lbd, vip, std::time::Duration::from_secs(10))?;
+//! let report = lab.spread(vip, 200, 3, &[])?;
+//! # Ok(()) }
+//! ```
+//!
+//! Two-node labs for VRRP: `Lab::builder("fo").lb_nodes(2).add_vips(false)`
+//! (lb2 is 192.0.2.3 / 198.51.100.3; backends then reach the VIP network
+//! on the link, so whichever node holds a VIP answers for it).
+//!
+//! lbd runs as node `<prefix>-lb<n>` (its namespace name), so pins, control
+//! sockets and state files of concurrent labs never collide; it is looked
+//! up next to the running executable (see [`binaries`]): build it first
+//! with `cargo build -p lb-userspace`. Teardown (Drop, also on panic) kills
+//! every process in the lab's namespaces, detaches `lab_pass`, removes
+//! `/sys/fs/bpf/lb/<node>`, `/run/lbd/<node>.sock`, `/var/lib/lbd/<node>.state`,
+//! the namespaces and the scratch directory. A new lab removes leftovers of
+//! labs whose process died.
+
+mod apps;
+pub mod binaries;
+pub mod counters;
+mod lbd;
+pub mod names;
+pub mod netns;
+pub mod report;
+pub mod rlimit;
+mod setup;
+pub mod sources;
+pub mod topology;
+mod xdp_peer;
+
+pub use apps::{LabServer, fetch_name};
+pub use lbd::{
+    BackendConfig, LAB_SNAT_PORTS, Lbd, LbdConfig, NodeConfig, ServiceConfig, lab_snat_ports,
+};
+pub use report::{BackendTally, HoldReport, ServerStats, SpreadReport};
+pub use setup::{BPFFS_LB_DIR, Lab, LabBuilder};
+pub use xdp_peer::SwitchPrograms;
