@@ -1,6 +1,8 @@
 //! Log setup: human-readable lines on stderr (the journal adds timestamps
 //! under systemd), level from `RUST_LOG`, default `info`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt};
 
 pub fn init() {
@@ -8,6 +10,7 @@ pub fn init() {
     let _ = fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -837,12 +837,14 @@ fn rst_on_an_established_flow_marks_it_closing() -> Result<()> {
 
 #[test]
 fn snat_ports_all_taken_is_dropped() -> Result<()> {
+    // A two-port range with both ports held by established flows to the
+    // same backend: every candidate (hashed or random) is taken.
     let mut h = lab()?;
+    h.set_settings(SNAT_MIN, SNAT_MIN + 1)?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     let mut other = tcp_conn(&h, ROUTER, 1234, tcp_backend(1)).rev_flow(flow_state::ESTABLISHED);
     other.last_seen_ns = now_coarse_ns();
-    for attempt in 0..8 {
-        let p = snat_candidate(CLIENT, CPORT, VIP, VPORT, IPPROTO_TCP, attempt);
+    for p in [SNAT_MIN, SNAT_MIN + 1] {
         h.flows
             .insert(key(conn.backend.ip, SNAT, BPORT, p, IPPROTO_TCP), other, 0)?;
     }
@@ -852,6 +854,36 @@ fn snat_ports_all_taken_is_dropped() -> Result<()> {
         verdict::DROP,
         reason::DROP_SNAT_EXHAUSTED,
     )?;
+    Ok(())
+}
+
+#[test]
+fn snat_port_search_finds_the_last_free_port() -> Result<()> {
+    // One port of two is free; the 32 candidates miss it with probability
+    // 2^-32. The first 8 hashed candidates alone would miss it 1 time in 256
+    // per tuple, and always for that tuple.
+    for cport in [CPORT, CPORT + 1, CPORT + 2, CPORT + 3] {
+        let mut h = lab()?;
+        h.set_settings(SNAT_MIN, SNAT_MIN + 1)?;
+        let conn = tcp_conn(&h, CLIENT, cport, tcp_backend(1));
+        let mut other =
+            tcp_conn(&h, ROUTER, 1234, tcp_backend(1)).rev_flow(flow_state::ESTABLISHED);
+        other.last_seen_ns = now_coarse_ns();
+        h.flows.insert(
+            key(conn.backend.ip, SNAT, BPORT, SNAT_MIN, IPPROTO_TCP),
+            other,
+            0,
+        )?;
+        let out = h.run(&syn(&conn).build())?;
+        assert_eq!(
+            out.verdict,
+            verdict::TX,
+            "client port {cport}: {}",
+            describe_reasons(&h.reasons()?)
+        );
+        let sport = parse(&out.frame)?.tcp().sport;
+        assert_eq!(sport, SNAT_MIN + 1, "the only free port");
+    }
     Ok(())
 }
 
