@@ -380,7 +380,7 @@ async fn sync_follows_the_desired_set_and_keeps_state_across_a_change() {
         ..check
     };
     scheduler.sync(vec![(key.clone(), server.address, changed.clone())]);
-    assert_eq!(scheduler.keys(), [key.clone()]);
+    assert_eq!(scheduler.keys(), std::slice::from_ref(&key));
     let status = scheduler.status(&key).unwrap();
     assert!(!status.up);
     assert_eq!(status.check, changed);
