@@ -44,7 +44,7 @@ impl fmt::Display for Failure {
             }
             Failure::Connect(why) => f.write_str(why),
             Failure::Connection(why) => f.write_str(why),
-            Failure::Tls(why) => write!(f, "tls: {why}"),
+            Failure::Tls(why) => f.write_str(why),
             Failure::Http(why) => write!(f, "bad answer: {why}"),
             Failure::Status(status) => write!(f, "status {status}"),
         }
@@ -137,7 +137,7 @@ impl Checker {
                 let stream = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(server_name()?, stream)
                     .await
-                    .map_err(|e| Failure::Tls(e.to_string()))?;
+                    .map_err(|e| Failure::Tls(format!("TLS handshake failed: {e}")))?;
                 http_get(stream, check, target).await
             }
         }
@@ -162,7 +162,7 @@ async fn tls_hello(
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
 ) -> Result<String, Failure> {
-    let broken = |e: std::io::Error| Failure::Connection(e.to_string());
+    let broken = |e: std::io::Error| Failure::Connection(e.kind().to_string());
     let mut tls =
         ClientConnection::new(config, server_name).map_err(|e| Failure::Tls(e.to_string()))?;
     let mut buffer = vec![0u8; 16 * 1024];
@@ -189,9 +189,9 @@ async fn tls_hello(
                 return Err(Failure::Tls(match error {
                     rustls::Error::InvalidMessage(_)
                     | rustls::Error::InappropriateMessage { .. } => {
-                        format!("the server does not speak TLS ({error})")
+                        format!("not a TLS server ({error})")
                     }
-                    other => other.to_string(),
+                    other => format!("TLS handshake failed: {other}"),
                 }));
             }
         }
@@ -208,7 +208,7 @@ async fn http_get<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let broken = |e: std::io::Error| Failure::Connection(e.to_string());
+    let broken = |e: std::io::Error| Failure::Connection(e.kind().to_string());
     let host = check
         .host
         .clone()
@@ -250,7 +250,7 @@ async fn read_status<S: AsyncRead + Unpin>(stream: &mut S) -> Result<u16, Failur
         let read = stream
             .read(&mut chunk)
             .await
-            .map_err(|e| Failure::Connection(e.to_string()))?;
+            .map_err(|e| Failure::Connection(e.kind().to_string()))?;
         if read == 0 {
             return Err(match line.is_empty() {
                 true => Failure::Connection("connection closed without an answer".to_string()),

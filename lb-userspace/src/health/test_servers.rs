@@ -22,6 +22,8 @@ pub enum Behaviour {
     Silent,
     /// TLS handshake, then the HTTP answer.
     Tls,
+    /// The same, speaking TLS 1.2 only (like many older Windows servers).
+    Tls12,
 }
 
 /// A running server; stops when dropped.
@@ -71,7 +73,14 @@ impl TestServer {
         let accepted = Arc::new(AtomicU64::new(0));
         let answered_ok = Arc::new(AtomicU64::new(0));
         let answered_bad = Arc::new(AtomicU64::new(0));
-        let acceptor = (behaviour == Behaviour::Tls).then(tls_acceptor);
+        let acceptor = match behaviour {
+            Behaviour::Tls => Some(tls_acceptor(&[
+                &rustls::version::TLS13,
+                &rustls::version::TLS12,
+            ])),
+            Behaviour::Tls12 => Some(tls_acceptor(&[&rustls::version::TLS12])),
+            _ => None,
+        };
         let shared = (
             status.clone(),
             accepted.clone(),
@@ -99,7 +108,7 @@ impl TestServer {
                             let _keep_open = stream;
                             std::future::pending::<()>().await;
                         }
-                        Behaviour::Tls => {
+                        Behaviour::Tls | Behaviour::Tls12 => {
                             if let Ok(tls) = acceptor.unwrap().accept(stream).await {
                                 answer(Box::new(tls)).await;
                             }
@@ -164,13 +173,15 @@ async fn answer_http(
 }
 
 /// A TLS acceptor with a self-signed certificate for `localhost`.
-fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+fn tls_acceptor(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::TlsAcceptor {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert: CertificateDer<'static> = certified.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
