@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod config;
 pub mod dataplane;
+pub mod health;
 pub mod ids;
 pub mod logging;
 pub mod maglev;

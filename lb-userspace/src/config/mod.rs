@@ -11,6 +11,7 @@
 //! module with a `read` function walking its `Section`, one call in `parse`,
 //! and its cross checks in `validate`.
 
+mod check;
 mod limits;
 mod node;
 mod report;
@@ -32,7 +33,8 @@ use anyhow::bail;
 
 pub use report::{ConfigError, ConfigErrors};
 pub use schema::{
-    Backend, Config, Limits, Mode, Node, PortRange, Protocol, Scheduler, Service, Timeouts, XdpMode,
+    Backend, CheckKind, Config, HealthCheck, Limits, Mode, Node, PortRange, Protocol, Scheduler,
+    Service, StatusMatch, Timeouts, XdpMode,
 };
 
 use report::Report;

@@ -194,4 +194,129 @@ pub struct Backend {
     /// Share of new clients, 0..=256; 0 takes no new clients but keeps its
     /// flows and persistent clients.
     pub weight: u32,
+    /// The service's `[service.check]` with this backend's `check` keys laid
+    /// over it; `None` when neither is written: the backend is never checked
+    /// and always counts as UP (HAProxy's `server` without `check`).
+    pub check: Option<HealthCheck>,
+}
+
+/// How one backend's health is checked, every default resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// Request path of http and https checks.
+    pub path: String,
+    /// Statuses that count as healthy (http and https).
+    pub expect: Vec<StatusMatch>,
+    /// Host header of http and https checks; the backend's address when unset.
+    pub host: Option<String>,
+    /// Server name sent in the TLS ClientHello (tls-hello and https); none
+    /// when unset, since the backend is known by its address.
+    pub sni: Option<String>,
+    /// Verify the certificate of an https check against the web PKI roots.
+    pub verify: bool,
+    /// Between checks while the backend is fully UP.
+    pub inter: Duration,
+    /// While it is changing state; `inter` when unset.
+    pub fastinter: Option<Duration>,
+    /// While it is fully DOWN; `inter` when unset.
+    pub downinter: Option<Duration>,
+    /// Consecutive successes that bring a DOWN backend UP.
+    pub rise: u32,
+    /// Consecutive failures that take an UP backend DOWN.
+    pub fall: u32,
+    /// Bound on one whole check (connect, handshake, answer).
+    pub timeout: Duration,
+    /// Port checked instead of the backend's own.
+    pub port: Option<u16>,
+}
+
+impl HealthCheck {
+    /// HAProxy's defaults: `inter 2s rise 2 fall 3`, and the timeout of one
+    /// check equal to `inter`.
+    pub const DEFAULT_INTER: Duration = Duration::from_secs(2);
+    pub const DEFAULT_RISE: u32 = 2;
+    pub const DEFAULT_FALL: u32 = 3;
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const DEFAULT_PATH: &str = "/";
+
+    /// A check of `kind` with every other setting at its default.
+    pub fn new(kind: CheckKind) -> Self {
+        HealthCheck {
+            kind,
+            path: Self::DEFAULT_PATH.to_string(),
+            expect: StatusMatch::DEFAULT.to_vec(),
+            host: None,
+            sni: None,
+            verify: false,
+            inter: Self::DEFAULT_INTER,
+            fastinter: None,
+            downinter: None,
+            rise: Self::DEFAULT_RISE,
+            fall: Self::DEFAULT_FALL,
+            timeout: Self::DEFAULT_TIMEOUT,
+            port: None,
+        }
+    }
+}
+
+/// What a health check does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// The TCP connection is accepted.
+    #[default]
+    Tcp,
+    /// A TLS ClientHello is answered by a ServerHello (HAProxy's
+    /// `option ssl-hello-chk`).
+    TlsHello,
+    /// `GET path` over plain HTTP/1.1 answers an expected status.
+    Http,
+    /// The same over TLS.
+    Https,
+}
+
+impl CheckKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::TlsHello => "tls-hello",
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+        }
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One entry of `expect`: an exact status, or a class like `2xx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StatusMatch {
+    Code(u16),
+    /// The hundreds digit, 1..=5.
+    Class(u8),
+}
+
+impl StatusMatch {
+    /// Healthy unless told otherwise: success and redirection.
+    pub const DEFAULT: [StatusMatch; 2] = [StatusMatch::Class(2), StatusMatch::Class(3)];
+
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Code(code) => code == status,
+            StatusMatch::Class(class) => status / 100 == u16::from(class),
+        }
+    }
+}
+
+impl fmt::Display for StatusMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusMatch::Code(code) => write!(f, "{code}"),
+            StatusMatch::Class(class) => write!(f, "{class}xx"),
+        }
+    }
 }

@@ -329,3 +329,26 @@ pub(super) fn integer<'d, T>(
         None => Err(format!("expected an integer, found {}", kind(item))),
     }
 }
+
+/// Converter for boolean values.
+pub(super) fn boolean<'d>() -> impl FnOnce(&'d Item) -> Result<bool, String> {
+    move |item| match item.as_bool() {
+        Some(value) => Ok(value),
+        None => Err(format!("expected true or false, found {}", kind(item))),
+    }
+}
+
+/// Converter for arrays: every element must convert, the first failure is
+/// reported with its position.
+pub(super) fn array<'d, T>(
+    element: impl Fn(&Value) -> Result<T, String>,
+) -> impl FnOnce(&'d Item) -> Result<Vec<T>, String> {
+    move |item| match item.as_array() {
+        Some(values) => values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| element(value).map_err(|e| format!("element {}: {e}", i + 1)))
+            .collect(),
+        None => Err(format!("expected an array, found {}", kind(item))),
+    }
+}

@@ -1,9 +1,11 @@
-//! `[[service]]`, its `[service.timeouts]` and its `[[service.backend]]`s.
+//! `[[service]]`, its `[service.timeouts]`, `[service.check]` and its
+//! `[[service.backend]]`s.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
 use std::time::Duration;
 
+use super::check::{self, CheckDraft};
 use super::report::Report;
 use super::schema::{Backend, Mode, Protocol, Scheduler, Service, Timeouts};
 use super::section::{At, Section, integer, text};
@@ -25,6 +27,8 @@ pub(super) struct ServiceDraft {
     pub snat_address: Option<Option<At<Ipv4Addr>>>,
     pub persistence_timeout: Option<Option<Duration>>,
     pub timeouts: Option<Timeouts>,
+    /// `Some(None)`: no `[service.check]`.
+    pub check: Option<Option<CheckDraft>>,
     pub backends: Vec<BackendDraft>,
 }
 
@@ -34,6 +38,8 @@ pub(super) struct BackendDraft {
     pub name: Option<At<String>>,
     pub address: Option<At<SocketAddrV4>>,
     pub weight: Option<u32>,
+    /// `Some(None)`: no `check` overrides.
+    pub check: Option<Option<CheckDraft>>,
 }
 
 pub(super) fn read_all(root: &mut Section, report: &mut Report) -> Vec<ServiceDraft> {
@@ -80,6 +86,7 @@ fn read_one(mut section: Section, report: &mut Report) -> ServiceDraft {
         .ok()
         .map(|found| found.map(|at| at.value));
     let timeouts = read_timeouts(&mut section, report);
+    let check = check::read(&mut section, report).ok();
     let backends = section
         .array_of_tables(report, "backend")
         .into_iter()
@@ -104,6 +111,7 @@ fn read_one(mut section: Section, report: &mut Report) -> ServiceDraft {
         snat_address,
         persistence_timeout,
         timeouts,
+        check,
         backends,
     };
     section.finish(report);
@@ -140,6 +148,7 @@ fn read_backend(service_path: &str, mut section: Section, report: &mut Report) -
     let draft = BackendDraft {
         address: section.required(report, "address", text(values::socket_address)),
         weight: section.or_default(report, "weight", 1, integer(values::weight)),
+        check: check::read(&mut section, report).ok(),
         path: section.path.clone(),
         span: section.span.clone(),
         name,
@@ -159,10 +168,11 @@ impl ServiceDraft {
 
     pub fn build(self) -> Option<Service> {
         let snat_address = self.effective_snat()?;
+        let service_check = self.check.as_ref()?.as_ref();
         let backends = self
             .backends
             .into_iter()
-            .map(BackendDraft::build)
+            .map(|backend| backend.build(service_check))
             .collect::<Option<Vec<_>>>()?;
         Some(Service {
             name: self.name?.value,
@@ -180,11 +190,25 @@ impl ServiceDraft {
 }
 
 impl BackendDraft {
-    fn build(self) -> Option<Backend> {
+    /// The check this backend runs: its own keys over the service's; `None`
+    /// inside when neither table is written. `None` outside when invalid.
+    pub fn effective_check(&self, service: Option<&CheckDraft>) -> Option<Option<CheckDraft>> {
+        Some(CheckDraft::effective(
+            service,
+            self.check.as_ref()?.as_ref(),
+        ))
+    }
+
+    fn build(self, service_check: Option<&CheckDraft>) -> Option<Backend> {
+        let check = match self.effective_check(service_check)? {
+            Some(draft) => Some(draft.build()?),
+            None => None,
+        };
         Some(Backend {
             name: self.name?.value,
             address: self.address?.value,
             weight: self.weight?,
+            check,
         })
     }
 }

@@ -1163,3 +1163,263 @@ fn prime_is_right_on_small_and_ring_sizes() {
     assert!(!values::prime(65535));
     assert!(values::prime(4_294_967_291));
 }
+
+// --- Health checks ------------------------------------------------------------------
+
+/// BASE with a `[service.check]` table holding `body`.
+fn with_check(body: &str) -> String {
+    base_with(
+        "[[service.backend]]",
+        &format!("[service.check]\n{body}\n\n[[service.backend]]"),
+    )
+}
+
+#[test]
+fn no_check_table_means_no_checks() {
+    let config = ok(BASE);
+    assert_eq!(config.services[0].backends[0].check, None);
+}
+
+#[test]
+fn check_defaults_are_haproxys() {
+    let config = ok(&with_check(""));
+    let check = config.services[0].backends[0].check.clone().unwrap();
+    assert_eq!(check, HealthCheck::new(CheckKind::Tcp));
+    assert_eq!(check.inter, Duration::from_secs(2));
+    assert_eq!((check.rise, check.fall), (2, 3));
+    assert_eq!(check.timeout, Duration::from_secs(2));
+    assert_eq!((check.fastinter, check.downinter), (None, None));
+    assert_eq!(check.expect, [StatusMatch::Class(2), StatusMatch::Class(3)]);
+    assert_eq!(check.path, "/");
+    assert!(!check.verify);
+}
+
+#[test]
+fn every_check_key_is_honoured() {
+    let text = with_check(
+        r#"kind = "https"
+path = "/favicon.ico"
+expect = [200, "3xx"]
+host = "horizon.example.com"
+sni = "horizon.example.com"
+verify = true
+inter = "30s"
+fastinter = "2s"
+downinter = "5s"
+rise = 3
+fall = 4
+timeout = "1500ms"
+port = 8443"#,
+    );
+    let check = ok(&text).services[0].backends[0].check.clone().unwrap();
+    assert_eq!(
+        check,
+        HealthCheck {
+            kind: CheckKind::Https,
+            path: "/favicon.ico".into(),
+            expect: vec![StatusMatch::Code(200), StatusMatch::Class(3)],
+            host: Some("horizon.example.com".into()),
+            sni: Some("horizon.example.com".into()),
+            verify: true,
+            inter: Duration::from_secs(30),
+            fastinter: Some(Duration::from_secs(2)),
+            downinter: Some(Duration::from_secs(5)),
+            rise: 3,
+            fall: 4,
+            timeout: Duration::from_millis(1500),
+            port: Some(8443),
+        }
+    );
+}
+
+#[test]
+fn backend_check_keys_override_the_services() {
+    let text = format!(
+        "{}{}",
+        with_check("kind = \"http\"\npath = \"/health\"\nrise = 3"),
+        r#"check = { port = 8080, rise = 5 }
+
+[[service.backend]]
+name = "cs2"
+address = "198.51.100.22:443"
+
+[[service.backend]]
+name = "cs3"
+address = "198.51.100.23:443"
+[service.backend.check]
+kind = "tcp"
+path = "/ignored"
+"#
+    );
+    // cs3 turns the check into tcp, where a path means nothing: its own path is an error.
+    let error = only_error(&text);
+    assert_error(
+        &error,
+        "service.horizon.backend.cs3.check.path",
+        line_of(&text, "/ignored"),
+        "`path` is used by http and https checks only",
+    );
+    let text = text.replace("path = \"/ignored\"\n", "");
+    let error = only_error(&text);
+    // Now the service's path is the one that does not fit cs3's kind.
+    assert_error(
+        &error,
+        "service.horizon.check.path",
+        line_of(&text, "/health"),
+        "service.horizon.backend.cs3's check is `tcp`",
+    );
+    let text = text.replace("kind = \"tcp\"", "fall = 1");
+    let config = ok(&text);
+    let checks: Vec<HealthCheck> = config.services[0]
+        .backends
+        .iter()
+        .map(|b| b.check.clone().unwrap())
+        .collect();
+    assert_eq!(checks[0].port, Some(8080));
+    assert_eq!((checks[0].rise, checks[0].fall), (5, 3));
+    assert_eq!(checks[0].path, "/health");
+    assert_eq!((checks[1].port, checks[1].rise), (None, 3));
+    assert_eq!((checks[2].kind, checks[2].fall), (CheckKind::Http, 1));
+}
+
+#[test]
+fn a_backend_check_alone_enables_checks_for_that_backend() {
+    let text = base_plus("check = { kind = \"tls-hello\" }\n");
+    let check = ok(&text).services[0].backends[0].check.clone().unwrap();
+    assert_eq!(check, HealthCheck::new(CheckKind::TlsHello));
+}
+
+#[test]
+fn bad_check_values_are_each_reported() {
+    let text = with_check(
+        r#"kind = "ssl-hello-chk"
+rise = 0
+fall = 1001
+inter = "0s"
+expect = [200, "6xx"]
+port = 70000"#,
+    );
+    let errors = errors(&text);
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "service.horizon.check.kind",
+            "service.horizon.check.rise",
+            "service.horizon.check.fall",
+            "service.horizon.check.inter",
+            "service.horizon.check.expect",
+            "service.horizon.check.port",
+        ],
+        "{}",
+        ConfigErrors(errors.clone())
+    );
+    assert!(errors[0].message.contains("`tls-hello`"), "{}", errors[0]);
+    assert!(errors[1].message.contains("1..=1000"), "{}", errors[1]);
+    assert!(errors[4].message.contains("element 2"), "{}", errors[4]);
+    assert_eq!(errors[4].line, line_of(&text, "6xx"));
+}
+
+#[test]
+fn http_only_keys_on_a_tls_hello_check_are_errors() {
+    let text =
+        with_check("kind = \"tls-hello\"\nexpect = [200]\nverify = true\nsni = \"cs.example.com\"");
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 2, "{}", ConfigErrors(errors.clone()));
+    assert_error(
+        &errors[0],
+        "service.horizon.check.expect",
+        line_of(&text, "expect"),
+        "`expect` is used by http and https checks only, and this check is `tls-hello`",
+    );
+    assert_error(
+        &errors[1],
+        "service.horizon.check.verify",
+        line_of(&text, "verify"),
+        "used by https checks only",
+    );
+}
+
+#[test]
+fn check_paths_names_and_expect_are_validated() {
+    let cases = [
+        (
+            "kind = \"http\"\npath = \"favicon.ico\"",
+            "path",
+            "does not start with `/`",
+        ),
+        ("kind = \"http\"\npath = \"/a b\"", "path", "spaces"),
+        (
+            "kind = \"https\"\nsni = \"198.51.100.21\"",
+            "sni",
+            "SNI carries DNS names only",
+        ),
+        (
+            "kind = \"https\"\nsni = \"not a name\"",
+            "sni",
+            "not a DNS name",
+        ),
+        ("kind = \"http\"\nhost = \"\"", "host", "not a host name"),
+        (
+            "kind = \"http\"\nexpect = []",
+            "expect",
+            "no status would count as healthy",
+        ),
+        (
+            "kind = \"http\"\nexpect = [99]",
+            "expect",
+            "out of range 100..=599",
+        ),
+        (
+            "verify = \"yes\"\nkind = \"https\"",
+            "verify",
+            "expected true or false",
+        ),
+        (
+            "kind = \"http\"\nexpect = \"200\"",
+            "expect",
+            "expected an array",
+        ),
+        (
+            "kind = \"http\"\nintre = \"1s\"",
+            "intre",
+            "did you mean `inter`?",
+        ),
+    ];
+    for (body, key, message) in cases {
+        let text = with_check(body);
+        let error = only_error(&text);
+        assert_eq!(error.key, format!("service.horizon.check.{key}"), "{error}");
+        assert!(error.message.contains(message), "{error} lacks `{message}`");
+    }
+}
+
+#[test]
+fn check_must_be_a_table() {
+    let text = base_plus("check = \"tcp\"\n");
+    let error = only_error(&text);
+    assert_error(
+        &error,
+        "service.horizon.backend.cs1.check",
+        line_of(&text, "check ="),
+        "expected a table",
+    );
+}
+
+#[test]
+fn horizon_example_checks_like_the_seed() {
+    // HAProxy: `option ssl-hello-chk` and
+    // `check inter 30s fastinter 2s downinter 5s rise 3 fall 3`.
+    let config = load(&example_path()).unwrap_or_else(|e| panic!("{e}"));
+    for service in &config.services {
+        for backend in &service.backends {
+            let check = backend.check.as_ref().expect("every backend is checked");
+            assert_eq!(check.kind, CheckKind::TlsHello, "{}", backend.name);
+            assert_eq!(check.inter, Duration::from_secs(30));
+            assert_eq!(check.fastinter, Some(Duration::from_secs(2)));
+            assert_eq!(check.downinter, Some(Duration::from_secs(5)));
+            assert_eq!((check.rise, check.fall), (3, 3));
+            assert_eq!(check.port, None);
+        }
+    }
+}

@@ -27,6 +27,7 @@ pub(super) fn cross_check(
     unique_listeners(services, report);
     for service in services {
         unique_backends(service, report);
+        checks_fit_their_kind(service, report);
     }
     services_fit(limits, services, report);
     backends_fit(limits, services, report);
@@ -116,6 +117,43 @@ fn unique_backends(service: &ServiceDraft, report: &mut Report) {
             } else {
                 addresses.insert(address.value, backend.span.clone());
             }
+        }
+    }
+}
+
+/// A key the check's kind does not use is a mistake (an http path on a tcp
+/// check would silently do nothing). Judged on each backend's effective
+/// check, since a backend may change the kind; each key is named once.
+fn checks_fit_their_kind(service: &ServiceDraft, report: &mut Report) {
+    let Some(service_check) = service.check.as_ref() else {
+        return;
+    };
+    let mut reported = BTreeSet::new();
+    for backend in &service.backends {
+        let Some(Some(check)) = backend.effective_check(service_check.as_ref()) else {
+            continue;
+        };
+        if check.kind.is_none() && check.invalid {
+            continue; // the kind itself was wrong; nothing to compare with
+        }
+        let kind = check.kind();
+        for (key, span, used_by) in check.misplaced_keys() {
+            if !reported.insert(key.to_string()) {
+                continue;
+            }
+            let whose = match &check.kind {
+                Some(written) if written.key.starts_with(&backend.path) => {
+                    format!("{}'s check", backend.path)
+                }
+                Some(_) => "this check".to_string(),
+                None => "this check (by default)".to_string(),
+            };
+            let name = key.rsplit('.').next().unwrap_or(key);
+            report.push(
+                span,
+                key,
+                format!("`{name}` is used by {used_by} checks only, and {whose} is `{kind}`"),
+            );
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 
-use super::schema::PortRange;
+use super::schema::{PortRange, StatusMatch};
 
 /// Service and backend names: they appear in metrics labels, admin URLs and
 /// `lbd backend set-state SVC/BACKEND`, so they stay short and plain.
@@ -195,4 +195,74 @@ pub fn prime(n: u32) -> bool {
         d += 1;
     }
     true
+}
+
+/// `rise` and `fall`: how many checks in a row decide a state change.
+pub fn check_count(value: i64) -> Result<u32, String> {
+    match u32::try_from(value) {
+        Ok(count) if (1..=1000).contains(&count) => Ok(count),
+        _ => Err(format!(
+            "{value} is out of range 1..=1000 (checks in a row)"
+        )),
+    }
+}
+
+/// The request path of an http check: absolute, printable ASCII, no spaces
+/// (it goes verbatim into the request line).
+pub fn http_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!(
+            "`{text}` does not start with `/`; write the path part of the URL, like \"/favicon.ico\""
+        ));
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "`{text}` has spaces or non-ASCII characters; percent-encode them"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// A Host header value: a name or address, optionally with `:port`.
+pub fn host_header(text: &str) -> Result<String, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "`{text}` is not a host name; write e.g. \"horizon.example.com\""
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// The server name sent as SNI: a DNS name (TLS sends no SNI for addresses).
+pub fn server_name(text: &str) -> Result<String, String> {
+    use rustls::pki_types::ServerName;
+    match ServerName::try_from(text) {
+        Ok(ServerName::DnsName(_)) => Ok(text.to_string()),
+        Ok(_) => Err(format!(
+            "`{text}` is an address; SNI carries DNS names only (leave `sni` out to send none)"
+        )),
+        Err(_) => Err(format!(
+            "`{text}` is not a DNS name; write e.g. \"horizon.example.com\""
+        )),
+    }
+}
+
+/// One `expect` entry: a status code (200) or a class ("2xx").
+pub fn status_match(value: &toml_edit::Value) -> Result<StatusMatch, String> {
+    if let Some(code) = value.as_integer() {
+        return match u16::try_from(code) {
+            Ok(code) if (100..=599).contains(&code) => Ok(StatusMatch::Code(code)),
+            _ => Err(format!("status {code} is out of range 100..=599")),
+        };
+    }
+    if let Some(text) = value.as_str() {
+        let bytes = text.as_bytes();
+        if let [class @ b'1'..=b'5', b'x', b'x'] = bytes {
+            return Ok(StatusMatch::Class(class - b'0'));
+        }
+        return Err(format!(
+            "`{text}` is not a status class; write \"2xx\" (or a code like 200)"
+        ));
+    }
+    Err("expected a status code like 200 or a class like \"2xx\"".to_string())
 }
