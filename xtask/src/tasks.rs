@@ -101,6 +101,7 @@ pub fn test(extra: &[String]) -> Result<()> {
     unit.args([
         "test",
         "--release",
+        "--no-fail-fast",
         "-p",
         "lb-common",
         "-p",
@@ -127,6 +128,7 @@ pub fn test(extra: &[String]) -> Result<()> {
         .args([
             "test",
             "--release",
+            "--no-fail-fast",
             "-p",
             "lb-tests",
             "--",

@@ -209,9 +209,9 @@ mod tests {
 
     #[test]
     fn snat_slices_are_disjoint_and_cover_the_range() {
-        assert_eq!(lab_snat_ports(1, 1), "10000-32767");
-        assert_eq!(lab_snat_ports(1, 2), "10000-21383");
-        assert_eq!(lab_snat_ports(2, 2), "21384-32767");
+        assert_eq!(lab_snat_ports(1, 1), "20000-29999");
+        assert_eq!(lab_snat_ports(1, 2), "20000-24999");
+        assert_eq!(lab_snat_ports(2, 2), "25000-29999");
     }
 
     #[test]
@@ -242,7 +242,7 @@ mod tests {
         );
         assert_eq!(
             parsed["node"]["lab1-lb1"]["snat_ports"].as_str(),
-            Some("10000-32767")
+            Some("20000-29999")
         );
         let svc = &parsed["service"][0];
         assert_eq!(svc["vip"].as_str(), Some("192.0.2.10"));
