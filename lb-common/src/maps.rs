@@ -19,6 +19,9 @@ pub mod map_names {
     pub const SERVICE_STATS: &str = "service_stats";
     pub const BACKEND_STATS: &str = "backend_stats";
     pub const REASONS: &str = "reasons";
+    /// Per-CPU next-hop cache of the new-flow path; program-private, never
+    /// pinned (a new program starts with an empty one), sized like `backends`.
+    pub const HOP_CACHE: &str = "hop_cache";
     pub const ALL: [&str; 11] = [
         SERVICES,
         BACKENDS,
@@ -188,6 +191,20 @@ pub struct Flow {
     pub last_seen_ns: u64,
 }
 
+/// `hop_cache` value: this CPU's last FIB answer toward one backend, so a
+/// burst of new flows does not pay a FIB lookup each. Refreshed as often as an
+/// established flow's next hop (every [`REFRESH_NS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HopCache {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub ifindex: u32,
+    /// The SNAT source address the lookup was made with, network order.
+    pub src_ip: u32,
+    pub expires_ns: u64,
+}
+
 /// How stale `Flow::last_seen_ns` may get before a packet rewrites it (and
 /// re-checks the peer entry and the next-hop MAC).
 pub const REFRESH_NS: u64 = 1_000_000_000;
@@ -269,6 +286,7 @@ mod pod {
     unsafe impl aya::Pod for Persist {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for TrafficStats {}
+    unsafe impl aya::Pod for HopCache {}
 }
 
 #[cfg(test)]
@@ -287,6 +305,7 @@ mod tests {
         assert_eq!(size_of::<Persist>(), 16);
         assert_eq!(size_of::<Settings>(), 16);
         assert_eq!(size_of::<TrafficStats>(), 48);
+        assert_eq!(size_of::<HopCache>(), 32);
     }
 
     #[test]

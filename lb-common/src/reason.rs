@@ -60,9 +60,9 @@ reasons! {
     DROP_BAD_BACKEND = 18, "drop_bad_backend";
     /// An ICMP error translated back along its flow.
     TX_ICMP_TRANSLATED = 19, "tx_icmp_translated";
-    /// Two CPUs raced on the same new flow and this one lost; the packet
-    /// followed the winner's entry.
-    NEW_FLOW_RACE_LOST = 20, "new_flow_race_lost";
+    /// A SYN for a flow already opening (a retransmission, or two CPUs racing
+    /// on one SYN): the packet followed the existing entry.
+    SYN_ALREADY_OPENING = 20, "syn_already_opening";
 }
 
 #[cfg(test)]

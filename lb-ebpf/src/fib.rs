@@ -9,9 +9,12 @@ use aya_ebpf::{
     helpers::generated::bpf_fib_lookup,
     programs::XdpContext,
 };
-use lb_common::{Flow, reason};
+use lb_common::{Flow, REFRESH_NS, reason};
 
-use crate::{maps::SCRATCH, packet::Packet};
+use crate::{
+    maps::{HOP_CACHE, SCRATCH},
+    packet::Packet,
+};
 
 const AF_INET: u8 = 2;
 
@@ -52,4 +55,39 @@ pub fn next_hop(ctx: &XdpContext, src: u32, dst: u32, pkt: &Packet, out: &mut Fl
     } else {
         reason::DROP_FIB_FAILED
     }
+}
+
+/// [`next_hop`] toward backend `backend_id`, answered from this CPU's cache
+/// while it is younger than `REFRESH_NS`.
+#[inline(never)]
+pub fn next_hop_cached(
+    ctx: &XdpContext,
+    backend_id: u32,
+    dst: u32,
+    pkt: &Packet,
+    out: &mut Flow,
+) -> u32 {
+    let now = out.last_seen_ns;
+    let Some(entry) = HOP_CACHE.get_ptr_mut(backend_id) else {
+        return next_hop(ctx, out.nat_src_ip, dst, pkt, out);
+    };
+    // SAFETY: this CPU's slot.
+    let c = unsafe { &mut *entry };
+    if c.expires_ns > now && c.src_ip == out.nat_src_ip && c.ifindex != 0 {
+        out.dst_mac = c.dst_mac;
+        out.src_mac = c.src_mac;
+        out.ifindex = c.ifindex;
+        return 0;
+    }
+    let err = next_hop(ctx, out.nat_src_ip, dst, pkt, out);
+    if err == 0 {
+        c.dst_mac = out.dst_mac;
+        c.src_mac = out.src_mac;
+        c.ifindex = out.ifindex;
+        c.src_ip = out.nat_src_ip;
+        c.expires_ns = now + REFRESH_NS;
+    } else {
+        c.ifindex = 0;
+    }
+    err
 }

@@ -56,6 +56,11 @@ pub static BACKEND_STATS: PerCpuArray<TrafficStats, { size::BACKENDS as usize }>
 #[btf_map(name = "reasons")]
 pub static REASONS: PerCpuArray<u64, { reason::COUNT as usize }> = PerCpuArray::new();
 
+/// Per-CPU next hop per backend id (see `HopCache`). Never pinned.
+#[btf_map(name = "hop_cache")]
+pub static HOP_CACHE: PerCpuArray<lb_common::HopCache, { size::BACKENDS as usize }> =
+    PerCpuArray::new();
+
 /// Per-CPU working memory for the new-flow path: the verifier allows 512
 /// bytes of stack across a call chain, and a FIB request plus two flow
 /// entries do not fit beside the parsed packet. Never pinned.

@@ -205,7 +205,7 @@ fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u
     };
     fwd._pad = [0; 2];
     fwd.last_seen_ns = now;
-    let fib_err = fib::next_hop(ctx, svc.snat_ip, backend.ip, pkt, fwd);
+    let fib_err = fib::next_hop_cached(ctx, backend_id, backend.ip, pkt, fwd);
     if fib_err != 0 {
         return counters::drop(fib_err);
     }
@@ -214,8 +214,9 @@ fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u
     };
     fwd.nat_src_port = snat_port;
     if insert_new(tcp, key, fwd).is_err() {
-        // Another CPU opened this very flow first: follow its choice so one
-        // SYN never opens two backend connections.
+        // The flow is already opening: a retransmitted SYN, or another CPU
+        // won a race on this very SYN. Follow the existing entry, so one
+        // connection never opens two backend connections or two ports.
         let rev_key = FlowKey {
             src_ip: backend.ip,
             dst_ip: svc.snat_ip,
@@ -228,7 +229,7 @@ fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u
         if !copy_existing(tcp, key, fwd) {
             return counters::drop(reason::DROP_TABLE_FULL);
         }
-        counters::count(reason::NEW_FLOW_RACE_LOST);
+        counters::count(reason::SYN_ALREADY_OPENING);
         return send(ctx, pkt, fwd);
     }
     if svc.flags & service_flags::PERSISTENCE != 0 {

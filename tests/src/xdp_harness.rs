@@ -107,6 +107,13 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `ip` with `args` inside namespace `ns`.
+pub fn ip_in(ns: &str, args: &[&str]) -> Result<()> {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    ip(&all)
+}
+
 /// A network namespace deleted (with its veths) when dropped, also on panic.
 pub struct Netns {
     pub name: String,
@@ -296,6 +303,8 @@ pub struct XdpHarness {
     pub service_stats: PerCpuArray<MapData, TrafficStats>,
     pub backend_stats: PerCpuArray<MapData, TrafficStats>,
     pub reasons: PerCpuArray<MapData, u64>,
+    /// The program's per-CPU next-hop cache (not pinned by lbd).
+    pub hop_cache: PerCpuArray<MapData, lb_common::HopCache>,
     ebpf: Ebpf,
     pub eth0: u32,
     pub eth1: u32,
@@ -366,7 +375,7 @@ impl XdpHarness {
                 .context("the eBPF object has no program named lb")?
                 .try_into()
                 .context("program lb is not an XDP program")?;
-            prog.load()
+            lb_userspace::dataplane::load::load_program(prog)
                 .context("the kernel refused to load program lb (verifier or BPF unavailable)")?;
         }
         Ok(XdpHarness {
@@ -381,6 +390,7 @@ impl XdpHarness {
             service_stats: take(&mut ebpf, map_names::SERVICE_STATS)?,
             backend_stats: take(&mut ebpf, map_names::BACKEND_STATS)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
+            hop_cache: take(&mut ebpf, map_names::HOP_CACHE)?,
             ebpf,
             eth0,
             eth1,

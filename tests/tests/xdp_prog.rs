@@ -1892,3 +1892,56 @@ fn fragments_and_options_to_a_snat_address_are_dropped() -> Result<()> {
     expect_verdict_only(&h, &f.build(), verdict::DROP, reason::DROP_IP_OPTIONS)?;
     Ok(())
 }
+
+#[test]
+fn new_flows_use_a_cached_next_hop_until_it_expires() -> Result<()> {
+    // New flows ask the FIB once per backend, CPU and second: the answer is
+    // kept in the per-CPU `hop_cache`. Plant an entry on every CPU and check
+    // that SYNs use it while it is fresh, and ask the FIB again once expired.
+    let mut h = lab()?;
+    let planted_mac = [0x02, 0, 0, 0, 0x09, 0x99];
+    let plant = |h: &mut XdpHarness, expires_ns: u64| -> Result<()> {
+        let entries: Vec<lb_common::HopCache> = h
+            .hop_cache
+            .get(&1, 0)?
+            .iter()
+            .map(|_| lb_common::HopCache {
+                dst_mac: planted_mac,
+                src_mac: [0x02, 0, 0, 0, 0x09, 0x98],
+                ifindex: h.eth0,
+                src_ip: ip_be(SNAT),
+                expires_ns,
+            })
+            .collect();
+        h.hop_cache
+            .set(1, aya::maps::PerCpuValues::try_from(entries)?, 0)?;
+        Ok(())
+    };
+    plant(&mut h, now_coarse_ns() + 60_000_000_000)?;
+    let first = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
+    let out = h.run(&syn(&first).build())?;
+    assert_eq!(out.verdict, verdict::TX);
+    assert_eq!(
+        parse(&out.frame)?.eth.dst,
+        planted_mac,
+        "a fresh cache entry is used"
+    );
+
+    plant(&mut h, 0)?;
+    let second = tcp_conn(&h, CLIENT, CPORT + 1, tcp_backend(1));
+    let out = h.run(&syn(&second).build())?;
+    assert_eq!(out.verdict, verdict::TX);
+    assert_eq!(
+        parse(&out.frame)?.eth.dst,
+        NEIGHBOURS[0].1,
+        "an expired entry asks the FIB again"
+    );
+    let after = h.hop_cache.get(&1, 0)?;
+    assert!(
+        after
+            .iter()
+            .any(|c| c.dst_mac == NEIGHBOURS[0].1 && c.expires_ns > now_coarse_ns()),
+        "the FIB answer is cached again"
+    );
+    Ok(())
+}

@@ -64,6 +64,7 @@ pub fn load(object: &[u8], pins: &PinDir, limits: &Limits) -> Result<Ebpf> {
     for name in map_names::ALL {
         loader.map_pin_path(name, pins.map(name));
     }
+    loader.map_max_entries(lb_common::map_names::HOP_CACHE, limits.max_backends);
     for (name, size) in limits.map_sizes() {
         loader.map_max_entries(name, size);
     }
@@ -83,7 +84,7 @@ pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, mode: AttachMode) -> 
         .with_context(|| format!("the XDP object has no program named {PROGRAM:?}"))?
         .try_into()
         .with_context(|| format!("program {PROGRAM:?} is not an XDP program"))?;
-    prog.load().with_context(|| {
+    load_program(prog).with_context(|| {
         format!("loading the XDP program {PROGRAM:?} (the verifier's log says why)")
     })?;
 
@@ -283,4 +284,33 @@ pub fn pinned_link_ifindex(path: &Path) -> Result<u32> {
         "pinned XDP link"
     );
     Ok(info.ifindex)
+}
+
+/// `Xdp::load`, retried when the kernel answers EAGAIN: the verifier gives up
+/// with EAGAIN when a signal arrives while it works (a child exiting, a
+/// reload request), and checking this program takes a few hundred ms.
+pub fn load_program(prog: &mut Xdp) -> Result<(), aya::programs::ProgramError> {
+    const TRIES: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match prog.load() {
+            Err(e) if attempt < TRIES && is_eagain(&e) => {
+                tracing::debug!(
+                    attempt,
+                    "the verifier was interrupted (EAGAIN); loading again"
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_eagain(e: &aya::programs::ProgramError) -> bool {
+    match e {
+        aya::programs::ProgramError::LoadError { io_error, .. } => {
+            io_error.raw_os_error() == Some(libc::EAGAIN)
+        }
+        _ => false,
+    }
 }

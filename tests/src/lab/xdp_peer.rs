@@ -33,8 +33,7 @@ impl SwitchPrograms {
             .with_context(|| format!("the lab object has no program {PROGRAM}"))?
             .try_into()
             .with_context(|| format!("{PROGRAM} is not an XDP program"))?;
-        program
-            .load()
+        lb_userspace::dataplane::load::load_program(program)
             .with_context(|| format!("the kernel refused to load {PROGRAM}"))?;
         // Interface names resolve in the calling thread's namespace: attach
         // from a thread inside the switch namespace.
