@@ -185,7 +185,7 @@ impl Advert {
         match self.version {
             Version::V2 => {
                 let secs = self.interval_cs / 100;
-                if self.interval_cs % 100 != 0 || secs == 0 || secs > 255 {
+                if !self.interval_cs.is_multiple_of(100) || secs == 0 || secs > 255 {
                     return Err(bad_interval);
                 }
                 b.push(self.auth.type_code());

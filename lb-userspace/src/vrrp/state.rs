@@ -25,7 +25,9 @@
 //! - Becoming master: advert first (the old master drops the VIPs before our
 //!   gratuitous ARPs), then the VIPs, then the ARP burst.
 //! - A priority change re-times a running master-down timer by the change of
-//!   skew (keepalived); a master advertises the new priority at once.
+//!   skew (keepalived). A master advertises the new priority at once
+//!   (keepalived waits for the next advert; telling the backup sooner only
+//!   starts its takeover sooner).
 //! - Shutdown: a master sends priority 0 and removes the VIPs.
 //! - Priority 255 (address owner) goes master at startup without waiting.
 
@@ -448,3 +450,7 @@ impl Machine {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

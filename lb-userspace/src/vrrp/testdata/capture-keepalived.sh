@@ -12,6 +12,7 @@ cleanup() {
   sleep 0.5
   [ -f $D/td.pid ] && kill $(cat $D/td.pid) 2>/dev/null
   ip netns del vrrpcap-a 2>/dev/null; ip netns del vrrpcap-b 2>/dev/null
+  rm -rf "$D"
 }
 trap cleanup EXIT
 run_case() { # name conf-instance-body global-extra
