@@ -20,3 +20,5 @@ pub mod track;
 
 #[cfg(test)]
 mod captured;
+#[cfg(test)]
+mod pair_tests;
