@@ -9,6 +9,7 @@ pub mod ids;
 pub mod logging;
 pub mod maglev;
 pub mod vips;
+pub mod vrrp;
 
 /// The compiled eBPF objects, built by build.rs from the lb-ebpf crate.
 pub mod objects {
