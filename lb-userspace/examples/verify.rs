@@ -4,10 +4,10 @@ use aya::{EbpfLoader, programs::Xdp};
 
 fn main() -> anyhow::Result<()> {
     let mut ebpf = EbpfLoader::new()
-        .set_max_entries("maglev", 4 * 257)
-        .set_max_entries("flows", 1024)
-        .set_max_entries("half_open", 1024)
-        .set_max_entries("persist", 1024)
+        .map_max_entries("maglev", 4 * 257)
+        .map_max_entries("flows", 1024)
+        .map_max_entries("half_open", 1024)
+        .map_max_entries("persist", 1024)
         .load(lb_userspace::objects::LB)?;
     let prog: &mut Xdp = ebpf.program_mut("lb").expect("program lb").try_into()?;
     match prog.load() {

@@ -84,13 +84,7 @@ pub fn port_be(port: u16) -> u16 {
 
 /// CLOCK_MONOTONIC_COARSE now, the clock of bpf_ktime_get_coarse_ns.
 pub fn now_coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    lb_userspace::dataplane::gc::monotonic_coarse_ns()
 }
 
 fn ip(args: &[&str]) -> Result<()> {
