@@ -39,6 +39,7 @@ pub fn run(config_path: &Path, node: Option<&str>) -> Result<()> {
     let (node_name, _) = config.node(node)?;
     let node_name = node_name.to_string();
     require_root("lbd run")?;
+    let _lock = lock_node(&node_name)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -82,6 +83,40 @@ pub fn stop(config_path: &Path, node: Option<&str>, detach: bool) -> Result<()> 
         let ifindex = load::if_index(&iface)?;
         VipAddresses::new(&iface, ifindex)?.remove_all(&vips).await
     })
+}
+
+/// Where per-node runtime files live (control socket, lock).
+pub const RUN_DIR: &str = "/run/lbd";
+
+/// Takes `/run/lbd/<node>.lock` for the life of the process: two agents for
+/// one node would fight over the same pinned maps and link.
+fn lock_node(node: &str) -> Result<std::fs::File> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(RUN_DIR)
+        .with_context(|| format!("creating {RUN_DIR}"))?;
+    let path = Path::new(RUN_DIR).join(format!("{node}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            bail!(
+                "another lbd is already running for node {node} (it holds {}); stop it first",
+                path.display()
+            );
+        }
+        return Err(err).with_context(|| format!("locking {}", path.display()));
+    }
+    Ok(file)
 }
 
 fn load_config(path: &Path) -> Result<Config> {
