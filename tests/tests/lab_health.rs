@@ -7,6 +7,8 @@
 //!     checks (counted in lbd's log of every check), within 2x nominal + 1 s;
 //!     then every connection succeeds, be2's clients moved to be1/be3 and
 //!     nobody else moved;
+//! (b') a reload (SIGHUP) that changes the check keeps be2 DOWN: its clients
+//!     stay on be1/be3;
 //! (c) be2's server is restarted: UP after exactly `rise` successful checks,
 //!     within 2x nominal + 1 s; with source hashing and no persistence table
 //!     every source is back on its first backend;
@@ -52,19 +54,20 @@ fn lab_health() {
         .clone();
 
     let vip = SocketAddrV4::new(lab.vip(), 80);
-    let mut service = ServiceConfig::tcp("web", lab.vip(), 80, lab.backend_configs(80, &[]));
-    service.check = Some(CheckConfig {
-        inter: Some(ms(INTER)),
-        fastinter: Some(ms(FASTINTER)),
-        downinter: Some(ms(DOWNINTER)),
-        rise: Some(RISE),
-        fall: Some(FALL),
-        timeout: Some(ms(TIMEOUT)),
-        ..CheckConfig::tcp()
-    });
-    let config = lab
-        .write_config("lbd.toml", &lab.lbd_config(vec![service]))
-        .unwrap();
+    let service = |timeout: Duration| {
+        let mut service = ServiceConfig::tcp("web", lab.vip(), 80, lab.backend_configs(80, &[]));
+        service.check = Some(CheckConfig {
+            inter: Some(ms(INTER)),
+            fastinter: Some(ms(FASTINTER)),
+            downinter: Some(ms(DOWNINTER)),
+            rise: Some(RISE),
+            fall: Some(FALL),
+            timeout: Some(ms(timeout)),
+            ..CheckConfig::tcp()
+        });
+        lab.lbd_config(vec![service])
+    };
+    let config = lab.write_config("lbd.toml", &service(TIMEOUT)).unwrap();
     let mut lbd = lab
         .start_lbd_logging(1, &config, LOG_FILTER)
         .expect("lbd starts");
@@ -147,6 +150,30 @@ fn lab_health() {
         during.clients_per_backend(),
         first.len() - moved
     );
+
+    // (b') reload with a changed check (every check restarts): be2 stays
+    // DOWN, so its clients stay where they went.
+    lab.write_config("lbd.toml", &service(TIMEOUT - Duration::from_millis(50)))
+        .unwrap();
+    // SAFETY: signalling our own lbd child.
+    assert_eq!(unsafe { libc::kill(lbd.pid() as i32, libc::SIGHUP) }, 0);
+    wait_for_log(&mut lbd, Duration::from_secs(5), |log| {
+        log.contains("config reloaded") || log.contains("reload refused")
+    })
+    .unwrap_or_else(|e| panic!("lbd did not reload: {e}"));
+    let log = lbd.log();
+    assert!(
+        !log.contains("reload refused"),
+        "the reload was refused: {}",
+        lbd.log_tail(10)
+    );
+    let reloaded = spread_ok(&lab, vip, "(b') after the reload");
+    assert_eq!(
+        backend_of_each_source(&reloaded),
+        now,
+        "sources moved on a reload that kept {VICTIM} DOWN"
+    );
+    println!("(b') reload with a changed check: {VICTIM} still DOWN, nobody moved");
 
     // (c) restart be2's server: UP after exactly `rise` successful checks.
     let up_line = format!("web/{VICTIM} UP");

@@ -42,6 +42,19 @@ impl HealthView {
         }
     }
 
+    /// The view after a reload: a backend that stays checked keeps its
+    /// state (the scheduler keeps or restarts its check in that state); one
+    /// removed, or no longer checked, leaves the view (unchecked is UP).
+    pub fn carried_over<'a>(&self, checked: impl IntoIterator<Item = &'a BackendKey>) -> Self {
+        let checked: BTreeSet<&BackendKey> = checked.into_iter().collect();
+        HealthView::with_down(
+            self.down
+                .iter()
+                .filter(|key| checked.contains(key))
+                .cloned(),
+        )
+    }
+
     /// The backends held DOWN, sorted.
     pub fn down(&self) -> impl Iterator<Item = &BackendKey> {
         self.down.iter()
@@ -65,6 +78,17 @@ mod tests {
         assert!(!view.record(BackendKey::new("web", "be1"), true));
         assert!(view.is_up("web", "be1"));
         assert_eq!(view, HealthView::all_up());
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_backends_still_checked() {
+        let view = HealthView::with_down(["x", "y", "z"].map(|b| BackendKey::new("s", b)));
+        let still = [BackendKey::new("s", "x"), BackendKey::new("s", "w")];
+        let after = view.carried_over(&still);
+        assert!(!after.is_up("s", "x"), "still checked: stays DOWN");
+        assert!(after.is_up("s", "y"), "removed or unchecked: UP");
+        assert!(after.is_up("s", "w"), "a new check starts UP");
+        assert_eq!(after.down().count(), 1);
     }
 
     #[test]

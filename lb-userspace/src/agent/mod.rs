@@ -306,16 +306,12 @@ impl Agent {
         let old_vips = state::vips(&self.config);
         let new_vips = state::vips(&new);
         self.vips.add_all(&new_vips).await?;
-        // A checked backend that stays checked keeps its state (the
-        // scheduler restarts a changed check in that state too); a backend
-        // removed, or no longer checked, leaves the view (unchecked is UP).
+        // Health carries over to the backends still checked; the checks
+        // follow the new config only once the maps have taken it.
         let new_checks = desired_checks(&new);
-        let health = HealthView::with_down(
-            self.health
-                .down()
-                .filter(|down| new_checks.iter().any(|(key, _, _)| key == *down))
-                .cloned(),
-        );
+        let health = self
+            .health
+            .carried_over(new_checks.iter().map(|(key, _, _)| key));
         let desired = state::desired_state(&new, new_node, &ids, &health);
         self.dataplane
             .apply(&desired)
