@@ -1,10 +1,12 @@
 //! The running agent: loads the data path, programs it from the config, and
-//! keeps it in step (flow collection, neighbours, reloads) until told to stop.
+//! keeps it in step (flow collection, neighbours, health checks, reloads)
+//! until told to stop.
 //!
 //! Stopping the agent does not stop forwarding: the XDP link and maps are
 //! pinned, so traffic keeps flowing while the agent restarts, and a new agent
 //! adopts them. `lbd stop --detach` removes the data path for good.
 
+pub mod health_view;
 pub mod state;
 
 use std::{
@@ -15,6 +17,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 use crate::{
     config::{self, Config, XdpMode},
@@ -22,9 +25,11 @@ use crate::{
         AttachMode, Dataplane, DataplaneOptions, GcPolicy, host, load, neigh::ManagedNeighbours,
         pins,
     },
+    health::{Checker, HealthEvent, Scheduler, desired_checks},
     objects,
     vips::VipAddresses,
 };
+use health_view::HealthView;
 use state::Ids;
 
 /// How often idle flows are collected. Timeouts are seconds to hours, so a
@@ -148,6 +153,11 @@ struct Agent {
     neighbours: ManagedNeighbours,
     vips: VipAddresses,
     gc_policy: GcPolicy,
+    /// Runs the health checks; a state change arrives on `health_events`.
+    checks: Scheduler,
+    health_events: UnboundedReceiver<HealthEvent>,
+    /// The checked backends held DOWN; what `program` builds the rings from.
+    health: HealthView,
 }
 
 impl Agent {
@@ -180,6 +190,12 @@ impl Agent {
         vips.add_all(&state::vips(&config)).await?;
 
         let gc_policy = state::gc_policy(&config, &ids);
+        // Every backend starts UP (HAProxy's rule), so the maps are
+        // programmed at once and the checks take out what does not answer.
+        let (events, health_events) = mpsc::unbounded_channel();
+        let checker = Checker::new().context("setting up the TLS client of the health checks")?;
+        let mut checks = Scheduler::new(checker, events);
+        checks.sync(desired_checks(&config));
         let mut agent = Agent {
             config_path,
             config,
@@ -189,6 +205,9 @@ impl Agent {
             neighbours,
             vips,
             gc_policy,
+            checks,
+            health_events,
+            health: HealthView::all_up(),
         };
         agent.program()?;
         tracing::info!(
@@ -198,15 +217,16 @@ impl Agent {
             adopted = agent.dataplane.adopted(),
             services = agent.config.services.len(),
             backends = agent.config.backend_count(),
+            checked = agent.checks.keys().len(),
             "forwarding"
         );
         Ok(agent)
     }
 
-    /// Writes the maps for the current config.
+    /// Writes the maps for the current config and health.
     fn program(&mut self) -> Result<()> {
         let node = &self.config.nodes[&self.node_name];
-        let desired = state::desired_state(&self.config, node, &self.ids);
+        let desired = state::desired_state(&self.config, node, &self.ids, &self.health);
         self.dataplane
             .apply(&desired)
             .context("programming the BPF maps")?;
@@ -229,6 +249,7 @@ impl Agent {
                         tracing::error!("reload refused, the running config keeps serving: {e:#}");
                     }
                 }
+                Some(event) = self.health_events.recv() => self.health_changed(event),
                 _ = gc.tick() => self.collect_garbage(),
                 _ = neigh.tick() => {
                     if let Err(e) = self.neighbours.sync(&backend_addresses(&self.config)).await {
@@ -241,6 +262,35 @@ impl Agent {
             "agent stopping; the pinned XDP program keeps forwarding (`lbd stop --detach` removes it)"
         );
         Ok(())
+    }
+
+    /// A backend went UP or DOWN (the scheduler has logged it with its
+    /// reason): rebuild its service's ring and write the maps at once, so
+    /// the change reaches the data path within the check interval.
+    fn health_changed(&mut self, event: HealthEvent) {
+        let key = event.key();
+        // An event from a check stopped since (backend removed or its check
+        // dropped by a reload) no longer describes a checked backend.
+        if self.checks.is_up(&key).is_none() {
+            tracing::debug!("{key}: ignoring a health event of a backend no longer checked");
+            return;
+        }
+        if !self.health.record(key.clone(), event.up) {
+            return;
+        }
+        let started = Instant::now();
+        match self.program() {
+            Ok(()) => tracing::debug!(
+                backend = %key,
+                up = event.up,
+                took_us = started.elapsed().as_micros() as u64,
+                "maps updated for the health change"
+            ),
+            Err(e) => tracing::error!(
+                "{key} is {} but the maps could not be updated: {e:#}",
+                if event.up { "UP" } else { "DOWN" }
+            ),
+        }
     }
 
     fn collect_garbage(&mut self) {
@@ -291,10 +341,18 @@ impl Agent {
         let old_vips = state::vips(&self.config);
         let new_vips = state::vips(&new);
         self.vips.add_all(&new_vips).await?;
-        let desired = state::desired_state(&new, new_node, &ids);
+        // Health carries over to the backends still checked; the checks
+        // follow the new config only once the maps have taken it.
+        let new_checks = desired_checks(&new);
+        let health = self
+            .health
+            .carried_over(new_checks.iter().map(|(key, _, _)| key));
+        let desired = state::desired_state(&new, new_node, &ids, &health);
         self.dataplane
             .apply(&desired)
             .context("programming the BPF maps")?;
+        self.checks.sync(new_checks);
+        self.health = health;
         let gone: std::collections::BTreeSet<Ipv4Addr> =
             old_vips.difference(&new_vips).copied().collect();
         self.vips.remove_all(&gone).await?;

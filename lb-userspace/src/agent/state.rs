@@ -1,5 +1,5 @@
-//! From the config (and, later, health and admin states) to what the maps
-//! should hold. Pure: no I/O, unit-tested.
+//! From the config and the backends' health (later also admin states) to
+//! what the maps should hold. Pure: no I/O, unit-tested.
 
 use std::{collections::BTreeMap, collections::BTreeSet, net::Ipv4Addr, sync::Arc, time::Duration};
 
@@ -8,6 +8,7 @@ use lb_common::{
     BackendInfo, ServiceKey, Settings, backend_flags, local_addr_flags, service_flags,
 };
 
+use super::health_view::HealthView;
 use crate::{
     config::{Config, Node, Scheduler, Service},
     dataplane::{DesiredService, DesiredState, FlowTimeouts, GcPolicy, Limits},
@@ -99,9 +100,15 @@ fn be(ip: Ipv4Addr) -> u32 {
     u32::from(ip).to_be()
 }
 
-/// What the maps should hold for `config` on `node`. Every service is active:
-/// in single-node mode this node serves all VIPs.
-pub fn desired_state(config: &Config, node: &Node, ids: &Ids) -> DesiredState {
+/// What the maps should hold for `config` on `node` with the backends'
+/// `health`. Every service is active: in single-node mode this node serves
+/// all VIPs.
+///
+/// A DOWN backend takes no ring slots (new clients go to the others; Maglev
+/// leaves their slots mostly where they were) and loses `PERSIST_OK`
+/// (persistent clients move too), but keeps its row, so established flows
+/// keep being translated until they end or time out.
+pub fn desired_state(config: &Config, node: &Node, ids: &Ids, health: &HealthView) -> DesiredState {
     let settings = Settings {
         snat_port_min: node.snat_ports.min,
         snat_port_max: node.snat_ports.max,
@@ -115,7 +122,7 @@ pub fn desired_state(config: &Config, node: &Node, ids: &Ids) -> DesiredState {
         .map(|svc| {
             *local.entry(be(svc.vip)).or_default() |= local_addr_flags::VIP;
             *local.entry(be(svc.snat_address)).or_default() |= local_addr_flags::SNAT;
-            desired_service(svc, ids, config.limits.maglev_size)
+            desired_service(svc, ids, health, config.limits.maglev_size)
         })
         .collect();
     DesiredState {
@@ -125,7 +132,12 @@ pub fn desired_state(config: &Config, node: &Node, ids: &Ids) -> DesiredState {
     }
 }
 
-fn desired_service(svc: &Service, ids: &Ids, ring_size: u32) -> DesiredService {
+fn desired_service(
+    svc: &Service,
+    ids: &Ids,
+    health: &HealthView,
+    ring_size: u32,
+) -> DesiredService {
     let mut flags = service_flags::ACTIVE;
     if svc.scheduler == Scheduler::Flow {
         flags |= service_flags::SCHED_FLOW;
@@ -137,10 +149,14 @@ fn desired_service(svc: &Service, ids: &Ids, ring_size: u32) -> DesiredService {
         .backends
         .iter()
         .map(|b| {
+            let mut flags = backend_flags::IN_USE;
+            if health.is_up(&svc.name, &b.name) {
+                flags |= backend_flags::PERSIST_OK;
+            }
             let info = BackendInfo {
                 ip: be(*b.address.ip()),
                 port: b.address.port().to_be(),
-                flags: backend_flags::IN_USE | backend_flags::PERSIST_OK,
+                flags,
             };
             (ids.backend(svc, &b.name), info)
         })
@@ -148,6 +164,7 @@ fn desired_service(svc: &Service, ids: &Ids, ring_size: u32) -> DesiredService {
     let members: Vec<MaglevBackend<'_>> = svc
         .backends
         .iter()
+        .filter(|b| health.is_up(&svc.name, &b.name))
         .map(|b| MaglevBackend {
             id: ids.backend(svc, &b.name),
             name: &b.name,
@@ -201,7 +218,8 @@ pub fn vips(config: &Config) -> BTreeSet<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::{config, health::BackendKey};
+    use lb_common::NO_BACKEND;
 
     fn horizon() -> Config {
         let text = include_str!("../../../examples/horizon.toml");
@@ -209,10 +227,150 @@ mod tests {
     }
 
     fn state(c: &Config) -> (DesiredState, Ids) {
+        state_with(c, &HealthView::all_up())
+    }
+
+    fn state_with(c: &Config, health: &HealthView) -> (DesiredState, Ids) {
         let mut ids = Ids::new(&limits(c));
         ids.sync(c, 0).unwrap();
         let node = &c.nodes["lb1"];
-        (desired_state(c, node, &ids), ids)
+        (desired_state(c, node, &ids, health), ids)
+    }
+
+    fn service<'a>(d: &'a DesiredState, ids: &Ids, name: &str) -> &'a DesiredService {
+        let id = ids.services.get(name).unwrap();
+        d.services.iter().find(|s| s.id == id).unwrap()
+    }
+
+    fn row(s: &DesiredService, id: u32) -> Option<BackendInfo> {
+        s.backends
+            .iter()
+            .find(|(b, _)| *b == id)
+            .map(|(_, info)| *info)
+    }
+
+    /// Three backends of weight 1, 2, 3 in a ring of 1031 slots.
+    fn three() -> Config {
+        let text = r#"
+[node.lb1]
+interface = "eth0"
+snat_ports = "20000-24999"
+
+[limits]
+maglev_size = 1031
+
+[[service]]
+name = "web"
+vip = "192.0.2.10"
+port = 80
+
+[service.check]
+kind = "tcp"
+
+[[service.backend]]
+name = "be1"
+address = "198.51.100.11:80"
+weight = 1
+
+[[service.backend]]
+name = "be2"
+address = "198.51.100.12:80"
+weight = 2
+
+[[service.backend]]
+name = "be3"
+address = "198.51.100.13:80"
+weight = 3
+"#;
+        config::parse(text, "three.toml").expect("test config parses")
+    }
+
+    #[test]
+    fn a_down_backend_leaves_the_ring_and_persistence_but_keeps_its_row() {
+        let c = three();
+        let (up, ids) = state(&c);
+        let down_view = HealthView::with_down([BackendKey::new("web", "be2")]);
+        let (down, _) = state_with(&c, &down_view);
+        let (before, after) = (service(&up, &ids, "web"), service(&down, &ids, "web"));
+        let [be1, be2, be3] =
+            ["be1", "be2", "be3"].map(|b| ids.backends.get(&format!("web/{b}")).unwrap());
+
+        assert!(before.ring.contains(&be2));
+        assert!(!after.ring.contains(&be2), "a DOWN backend takes no slots");
+        assert!(
+            !after.ring.contains(&NO_BACKEND),
+            "the others take every slot"
+        );
+        let counts = maglev::slot_counts(&after.ring);
+        assert_eq!(counts.len(), 2);
+
+        let row2 = row(after, be2).expect("the DOWN backend keeps its row");
+        assert_eq!(row2.flags, backend_flags::IN_USE, "in use, not PERSIST_OK");
+        assert_eq!(row2.ip, be("198.51.100.12".parse().unwrap()));
+        for id in [be1, be3] {
+            assert_eq!(
+                row(after, id).unwrap().flags,
+                backend_flags::IN_USE | backend_flags::PERSIST_OK
+            );
+        }
+
+        // Slots of the backends still UP mostly stay where they were.
+        let kept = before
+            .ring
+            .iter()
+            .zip(after.ring.iter())
+            .filter(|(b, a)| **b != be2 && b == a)
+            .count();
+        let others = before.ring.iter().filter(|b| **b != be2).count();
+        assert!(
+            kept * 10 >= others * 9,
+            "only {kept} of {others} slots of the UP backends stayed"
+        );
+        // Everything else is unchanged.
+        assert_eq!(after.key, before.key);
+        assert_eq!(after.flags, before.flags);
+    }
+
+    #[test]
+    fn all_backends_down_leaves_an_empty_ring_and_every_row() {
+        let c = three();
+        let view = HealthView::with_down(["be1", "be2", "be3"].map(|b| BackendKey::new("web", b)));
+        let (d, ids) = state_with(&c, &view);
+        let web = service(&d, &ids, "web");
+        assert!(
+            web.ring.iter().all(|b| *b == NO_BACKEND),
+            "no backend: SYNs get RST"
+        );
+        assert_eq!(web.ring.len(), 1031);
+        assert_eq!(web.backends.len(), 3);
+        assert!(
+            web.backends
+                .iter()
+                .all(|(_, i)| i.flags == backend_flags::IN_USE)
+        );
+        crate::dataplane::desired::validate(&d, &limits(&c)).expect("the maps accept it");
+    }
+
+    #[test]
+    fn back_up_restores_the_very_same_state() {
+        let c = three();
+        let (up, _) = state(&c);
+        let mut view = HealthView::all_up();
+        view.record(BackendKey::new("web", "be1"), false);
+        let (down, _) = state_with(&c, &view);
+        assert_ne!(up, down);
+        view.record(BackendKey::new("web", "be1"), true);
+        let (again, _) = state_with(&c, &view);
+        assert_eq!(up, again, "clients of be1 return to it");
+    }
+
+    #[test]
+    fn health_of_another_service_changes_nothing() {
+        let c = three();
+        let (up, _) = state(&c);
+        let view = HealthView::with_down([BackendKey::new("other", "be1")]);
+        let (d, _) = state_with(&c, &view);
+        assert_eq!(up, d);
     }
 
     #[test]

@@ -59,8 +59,44 @@ pub struct ServiceConfig {
     pub scheduler: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persistence_timeout: Option<String>,
+    /// `[service.check]`: how every backend is health-checked; none means
+    /// never checked, always UP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckConfig>,
     #[serde(rename = "backend")]
     pub backends: Vec<BackendConfig>,
+}
+
+/// A service's `[service.check]` table; unset keys take lbd's defaults.
+/// Durations are written as lbd reads them ("200ms", "2s").
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckConfig {
+    /// `tcp`, `tls-hello`, `http` or `https`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fastinter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downinter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rise: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fall: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl CheckConfig {
+    /// A `tcp` (connect) check with every other key at lbd's default.
+    pub fn tcp() -> Self {
+        CheckConfig {
+            kind: "tcp".into(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -80,6 +116,7 @@ impl ServiceConfig {
             protocol: "tcp".into(),
             scheduler: "source".into(),
             persistence_timeout: None,
+            check: None,
             backends,
         }
     }
@@ -258,5 +295,35 @@ mod tests {
             text.contains("[[service]]") && text.contains("[[service.backend]]"),
             "{text}"
         );
+        assert!(svc.get("check").is_none(), "no check unless asked");
+    }
+
+    #[test]
+    fn check_table_renders_under_its_service() {
+        let mut cfg = LbdConfig::for_lab_nodes(&["lab1-lb1".into()], vec![]);
+        let mut svc = ServiceConfig::tcp(
+            "web",
+            Ipv4Addr::new(192, 0, 2, 10),
+            80,
+            vec![BackendConfig {
+                name: "be1".into(),
+                address: "198.51.100.11:80".parse().unwrap(),
+                weight: 1,
+            }],
+        );
+        svc.check = Some(CheckConfig {
+            inter: Some("200ms".into()),
+            rise: Some(2),
+            ..CheckConfig::tcp()
+        });
+        cfg.services.push(svc);
+        let text = cfg.render().unwrap();
+        let parsed: toml::Value = toml::from_str(&text).unwrap();
+        let check = &parsed["service"][0]["check"];
+        assert_eq!(check["kind"].as_str(), Some("tcp"), "{text}");
+        assert_eq!(check["inter"].as_str(), Some("200ms"));
+        assert_eq!(check["rise"].as_integer(), Some(2));
+        assert!(check.get("fall").is_none(), "unset keys are left out");
+        assert!(text.contains("[service.check]"), "{text}");
     }
 }

@@ -49,7 +49,8 @@ mod xdp_peer;
 
 pub use apps::{LabServer, fetch_name};
 pub use lbd::{
-    BackendConfig, LAB_SNAT_PORTS, Lbd, LbdConfig, NodeConfig, ServiceConfig, lab_snat_ports,
+    BackendConfig, CheckConfig, LAB_SNAT_PORTS, Lbd, LbdConfig, NodeConfig, ServiceConfig,
+    lab_snat_ports,
 };
 pub use report::{BackendTally, HoldReport, ServerStats, SpreadReport};
 pub use setup::{BPFFS_LB_DIR, Lab, LabBuilder};

@@ -302,6 +302,13 @@ impl Lab {
     /// Starts `lbd run --config FILE --node <prefix>-lb<n>` in LB node `n`'s
     /// namespace (through nsenter, so bpffs stays visible).
     pub fn start_lbd(&self, n: usize, config: &Path) -> Result<Lbd> {
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        self.start_lbd_logging(n, config, &filter)
+    }
+
+    /// [`Lab::start_lbd`] with lbd's log filter set to `rust_log` (e.g.
+    /// `info,lb_userspace::health=debug` to see every health check).
+    pub fn start_lbd_logging(&self, n: usize, config: &Path, rust_log: &str) -> Result<Lbd> {
         let lbd = binaries::lbd()?;
         let node = self.lb_node_name(n);
         let short = format!("lb{n}");
@@ -312,10 +319,7 @@ impl Lab {
         cmd.args(["run", "--config"])
             .arg(config)
             .args(["--node", &node])
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
