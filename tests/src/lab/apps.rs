@@ -208,3 +208,57 @@ pub fn fetch_name(target: SocketAddrV4, timeout: Duration) -> Result<String> {
     }
     Ok(line.trim_end().to_string())
 }
+
+/// Opens a TCP connection from `source` to `target` and hands it back as a
+/// blocking std stream, for tests that hold a connection across an event or
+/// need a chosen client address. `source` must be an address of the calling
+/// thread's namespace: call it inside [`Lab::run_in`].
+pub fn connect_from(
+    source: Ipv4Addr,
+    target: SocketAddrV4,
+    timeout: Duration,
+) -> Result<TcpStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("could not build a runtime to connect with")?;
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().context("could not create a socket")?;
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .with_context(|| format!("could not bind to {source}"))?;
+        tokio::time::timeout(timeout, socket.connect(target.into()))
+            .await
+            .with_context(|| format!("connecting from {source} to {target} timed out"))?
+            .with_context(|| format!("could not connect from {source} to {target}"))
+    })?;
+    let stream = stream
+        .into_std()
+        .context("could not take the connection out of the runtime")?;
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Reads one line (without its newline) from `stream`, byte by byte so
+/// nothing after it is consumed: the server's name, or an echo.
+pub fn read_line(stream: &mut TcpStream) -> Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = stream.read(&mut byte).context("reading a line failed")?;
+        if n == 0 {
+            bail!(
+                "the connection closed before a full line (got {:?})",
+                String::from_utf8_lossy(&line)
+            );
+        }
+        if byte[0] == b'\n' {
+            return Ok(String::from_utf8_lossy(&line).into_owned());
+        }
+        line.push(byte[0]);
+    }
+}

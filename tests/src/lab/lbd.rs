@@ -200,6 +200,44 @@ impl Lbd {
         Ok(())
     }
 
+    /// Sends `signal` (e.g. `libc::SIGHUP` to reload) to lbd.
+    pub fn signal(&mut self, signal: i32) -> Result<()> {
+        self.check_running()?;
+        // SAFETY: our own child, not yet reaped (check_running just polled
+        // it), so the pid is still ours.
+        if unsafe { libc::kill(self.child.id() as i32, signal) } != 0 {
+            bail!(
+                "could not send signal {signal} to lbd (node {}): {}",
+                self.node,
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
+    /// Polls the log until `done` holds; returns how long that took. Fails
+    /// quoting the log when lbd exits or `timeout` passes first.
+    pub fn wait_for_log(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            if done(&self.log()) {
+                return Ok(start.elapsed());
+            }
+            self.check_running()?;
+            if start.elapsed() > timeout {
+                bail!(
+                    "not within {timeout:?}; lbd log ends with:\n{}",
+                    self.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Asks lbd to stop (SIGTERM) and waits up to `timeout`, then kills it.
     pub fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
         if let Some(status) = self.child.try_wait()? {
