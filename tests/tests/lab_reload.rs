@@ -19,12 +19,12 @@
 //! --bin lbd` with the same profile). Fails, not skips, without either.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::Duration;
 
 use lb_tests::lab::{
-    Lab, LbdConfig, ServiceConfig, SpreadReport, connect_from, counters, netns, read_line,
+    Lab, LbdConfig, ServiceConfig, SpreadReport, connect_from, counters, echo_line, netns,
+    read_line,
 };
 
 const CLIENTS: usize = 240;
@@ -270,16 +270,8 @@ fn broken_config(config: &LbdConfig) -> (String, Vec<(usize, String)>) {
 fn echo_all(held: &mut [Held], tag: &str) {
     let mut failures = Vec::new();
     for h in held.iter_mut() {
-        let message = format!("{tag}-{}", h.source);
-        let result = h
-            .stream
-            .write_all(format!("{message}\n").as_bytes())
-            .map_err(anyhow::Error::from)
-            .and_then(|()| read_line(&mut h.stream));
-        match result {
-            Ok(echo) if echo == message => {}
-            Ok(echo) => failures.push(format!("{} ({}): echoed {echo:?}", h.source, h.backend)),
-            Err(e) => failures.push(format!("{} ({}): {e:#}", h.source, h.backend)),
+        if let Err(e) = echo_line(&mut h.stream, &format!("{tag}-{}", h.source)) {
+            failures.push(format!("{} ({}): {e:#}", h.source, h.backend));
         }
     }
     assert!(

@@ -4,7 +4,9 @@
 //! source addresses for 4 s. One second in, lbd is killed with SIGKILL;
 //! a second later a new lbd starts on the same config.
 //!
-//! (a) not one connection fails, before, during or after the gap;
+//! (a) not one new connection fails, before, during or after the gap, and
+//!     20 connections opened before the kill echo while no agent runs and
+//!     after the restart (the flows were not flushed);
 //! (b) connections opened while no agent ran were balanced over all three
 //!     backends, and every source stayed on one backend throughout;
 //! (c) the new lbd adopted the pinned link and maps (its log says so);
@@ -20,7 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use lb_tests::lab::{Lab, ServiceConfig, connect_from, counters, netns, read_line};
+use std::net::TcpStream;
+
+use lb_tests::lab::{Lab, ServiceConfig, connect_from, counters, echo_line, netns, read_line};
 
 const CLIENTS: usize = 200;
 /// How long the client keeps making connections.
@@ -32,6 +36,8 @@ const GAP: Duration = Duration::from_secs(1);
 /// Pause between connections: a steady few hundred per second.
 const PACE: Duration = Duration::from_millis(3);
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections held open across the kill and the restart, one per source.
+const HELD: usize = 20;
 
 /// One connection of the client loop.
 struct Attempt {
@@ -69,6 +75,25 @@ fn lab_restart() {
     lab.wait_for_service(&mut lbd, vip, Duration::from_secs(15))
         .expect("the VIP answers through lbd");
 
+    let held_sources: Vec<Ipv4Addr> = lab.client_addrs().into_iter().rev().take(HELD).collect();
+    let mut held = lab
+        .run_in(
+            "cl",
+            move || -> anyhow::Result<Vec<(Ipv4Addr, TcpStream)>> {
+                held_sources
+                    .into_iter()
+                    .map(|source| {
+                        let mut stream = connect_from(source, vip, IO_TIMEOUT)?;
+                        read_line(&mut stream)?;
+                        Ok((source, stream))
+                    })
+                    .collect()
+            },
+        )
+        .unwrap()
+        .expect("the long-lived connections open");
+    echo_all(&mut held, "before-kill");
+
     let client_ns = lab.netns("cl").unwrap().to_string();
     let sources = lab.client_addrs();
     let (attempts, killed_at, restarted_at, first_log, new_lbd, before, after) = std::thread::scope(
@@ -95,6 +120,8 @@ fn lab_restart() {
                 "the pins went with the killed agent: {}",
                 pin_dir.display()
             );
+            echo_all(&mut held, "no-agent");
+            println!("{HELD} connections opened before the kill echo while no agent runs");
             std::thread::sleep(GAP.saturating_sub(killed_at.elapsed()));
             let restarted_at = Instant::now();
             let mut lbd = lab.start_lbd(1, &config).expect("lbd starts again");
@@ -106,6 +133,8 @@ fn lab_restart() {
                 restarted_at - killed_at
             );
             let attempts = traffic.join().expect("the client loop finished");
+            echo_all(&mut held, "restarted");
+            println!("{HELD} connections opened before the kill echo after the restart");
             let after = counters::read_pinned(&pin_dir).expect("the pinned maps are readable");
             (
                 attempts,
@@ -280,4 +309,20 @@ fn client_loop(sources: &[Ipv4Addr], vip: SocketAddrV4) -> Vec<Attempt> {
         std::thread::sleep(PACE);
     }
     attempts
+}
+
+/// Sends a distinct line on every held connection and expects it back.
+fn echo_all(held: &mut [(Ipv4Addr, TcpStream)], tag: &str) {
+    let failures: Vec<String> = held
+        .iter_mut()
+        .filter_map(|(source, stream)| {
+            echo_line(stream, &format!("{tag}-{source}"))
+                .err()
+                .map(|e| format!("{source}: {e:#}"))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{tag}: held connections broke: {failures:?}"
+    );
 }

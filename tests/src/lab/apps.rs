@@ -262,3 +262,17 @@ pub fn read_line(stream: &mut TcpStream) -> Result<String> {
         line.push(byte[0]);
     }
 }
+
+/// Sends `message` as a line on a connection to a `lab-server` (past its
+/// name line) and checks that the same line comes back.
+pub fn echo_line(stream: &mut TcpStream, message: &str) -> Result<()> {
+    use std::io::Write;
+    stream
+        .write_all(format!("{message}\n").as_bytes())
+        .context("sending a line to echo failed")?;
+    let echoed = read_line(stream)?;
+    if echoed != message {
+        bail!("sent {message:?} but {echoed:?} came back");
+    }
+    Ok(())
+}

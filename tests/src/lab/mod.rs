@@ -47,7 +47,7 @@ pub mod sources;
 pub mod topology;
 mod xdp_peer;
 
-pub use apps::{LabServer, connect_from, fetch_name, read_line};
+pub use apps::{LabServer, connect_from, echo_line, fetch_name, read_line};
 pub use lbd::{
     BackendConfig, CheckConfig, LAB_SNAT_PORTS, Lbd, LbdConfig, NodeConfig, ServiceConfig,
     lab_snat_ports,
