@@ -32,6 +32,13 @@ enum Command {
         #[arg(long = "config", conflicts_with = "file")]
         config: Option<PathBuf>,
     },
+    /// Validate the config and have the running agent re-read it (SIGHUP).
+    Reload {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Stop forwarding: with --detach, remove the pinned XDP link and maps and
     /// undo the host settings lbd made. Without --detach there is nothing to do
     /// while no agent runs (the pinned program keeps forwarding by design).
@@ -58,6 +65,9 @@ fn main() -> ExitCode {
         Command::Run { config, node } => {
             lb_userspace::logging::init();
             report(lb_userspace::agent::run(&config, node.as_deref()))
+        }
+        Command::Reload { config, node } => {
+            report(lb_userspace::agent::reload(&config, node.as_deref()))
         }
         Command::Stop {
             config,

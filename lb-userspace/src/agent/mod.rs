@@ -121,7 +121,51 @@ fn lock_node(node: &str) -> Result<std::fs::File> {
         }
         return Err(err).with_context(|| format!("locking {}", path.display()));
     }
+    // The pid lets `lbd reload` find the agent.
+    use std::io::Write;
+    let mut f = &file;
+    let _ = f.set_len(0);
+    let _ = writeln!(f, "{}", std::process::id());
     Ok(file)
+}
+
+/// `lbd reload`: validates the config, then asks the running agent to re-read
+/// it (SIGHUP). An invalid config is reported here and not sent.
+pub fn reload(config_path: &Path, node: Option<&str>) -> Result<()> {
+    let config = load_config(config_path)?;
+    let (node_name, _) = config.node(node)?;
+    let path = Path::new(RUN_DIR).join(format!("{node_name}.lock"));
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        anyhow!(
+            "no lbd is running for node {node_name} ({} does not exist)",
+            path.display()
+        )
+    })?;
+    let pid: libc::pid_t = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{} does not hold a process id", path.display()))?;
+    // A stale file: the lock is free, so no agent holds it.
+    let probe =
+        std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        bail!(
+            "no lbd is running for node {node_name} (nothing holds {})",
+            path.display()
+        );
+    }
+    // SAFETY: kill with a pid read from the agent's lock file.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("signalling lbd (pid {pid}) to reload"));
+    }
+    println!(
+        "lbd (pid {pid}) is reloading {}; its log says what changed",
+        config_path.display()
+    );
+    Ok(())
 }
 
 fn load_config(path: &Path) -> Result<Config> {
