@@ -16,6 +16,8 @@
 //! (e) `maint` survives an agent restart (SIGTERM, start again): `lbd
 //!     status` shows it with the same ids, and no client of A reaches be2;
 //!     while no agent runs, `set-state` says so;
+//! (e') be1 removed from the config while no agent runs: after a restart
+//!     be2 and be3 keep their ids (from the state file) and be2 its maint;
 //! (f) nothing is left behind.
 //!
 //! Needs root and lbd built next to this test (`cargo build -p lb-userspace
@@ -67,7 +69,7 @@ fn lab_admin() {
         ..CheckConfig::tcp()
     });
     let config = lab
-        .write_config("lbd.toml", &lab.lbd_config(vec![service]))
+        .write_config("lbd.toml", &lab.lbd_config(vec![service.clone()]))
         .unwrap();
     let config_arg = config.to_str().expect("utf-8 path").to_string();
     let set_state = |state: &str| -> Output {
@@ -294,6 +296,34 @@ fn lab_admin() {
         "(e) after a restart be2 is still maint with the same ids {:?}; range A: {:?}",
         ids(&after_restart),
         after.clients_per_backend()
+    );
+
+    // (e') be1 leaves the config while no agent runs: be2 and be3 keep
+    // their ids (assigned afresh from the config they would become 1 and 2).
+    lbd.stop(Duration::from_secs(10))
+        .expect("lbd stops on SIGTERM");
+    drop(lbd);
+    let mut without_be1 = service.clone();
+    without_be1.backends.retain(|b| b.name != "be1");
+    lab.write_config("lbd.toml", &lab.lbd_config(vec![without_be1]))
+        .unwrap();
+    let mut lbd = lab.start_lbd(1, &config).expect("lbd starts a third time");
+    lab.wait_for_service(&mut lbd, vip, Duration::from_secs(15))
+        .expect("the VIP answers after the restart without be1");
+    // The pinned program answers before the agent is up: wait for its socket.
+    wait_for(Duration::from_secs(10), || socket.exists());
+    let shrunk = status();
+    let (svc_id, kept) = ids(&before_restart);
+    let expected: BTreeSet<(String, u64)> = kept.into_iter().filter(|(b, _)| b != "be1").collect();
+    assert_eq!(
+        ids(&shrunk),
+        (svc_id, expected),
+        "ids were renumbered when be1 left the config"
+    );
+    assert_eq!(be2(&shrunk)["admin"], "maint", "maint was forgotten");
+    println!(
+        "(e') restarted without be1: ids {:?}, be2 still maint",
+        ids(&shrunk)
     );
 
     // (f) nothing is left behind.
