@@ -17,7 +17,8 @@
 //!     status` shows it with the same ids, and no client of A reaches be2;
 //!     while no agent runs, `set-state` says so;
 //! (e') be1 removed from the config while no agent runs: after a restart
-//!     be2 and be3 keep their ids (from the state file) and be2 its maint;
+//!     be2 and be3 keep their ids (from the state file) and be2 its maint,
+//!     also across a reload (SIGHUP);
 //! (f) nothing is left behind.
 //!
 //! Needs root and lbd built next to this test (`cargo build -p lb-userspace
@@ -325,6 +326,25 @@ fn lab_admin() {
         "(e') restarted without be1: ids {:?}, be2 still maint",
         ids(&shrunk)
     );
+    // A reload keeps maint, and keeps be2 unchecked.
+    // SAFETY: signalling our own lbd child.
+    assert_eq!(unsafe { libc::kill(lbd.pid() as i32, libc::SIGHUP) }, 0);
+    wait_for(Duration::from_secs(10), || {
+        let log = lbd.log();
+        log.contains("config reloaded") || log.contains("reload refused")
+    });
+    assert!(
+        !lbd.log().contains("reload refused"),
+        "the reload was refused: {}",
+        lbd.log_tail(10)
+    );
+    let reloaded = be2(&status()).clone();
+    assert_eq!(
+        (reloaded["admin"].as_str(), reloaded["health"].as_str()),
+        (Some("maint"), Some("unchecked")),
+        "a reload changed be2 in maint"
+    );
+    println!("(e') after a reload be2 is still maint and unchecked");
 
     // (f) nothing is left behind.
     drop(held);
