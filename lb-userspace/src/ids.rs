@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Ids of one kind (services or backends) in `first..limit`. Backend ids
 /// start at 1 (0 means "none" in the data path); service ids at 0.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -89,6 +91,60 @@ impl IdTable {
     }
 }
 
+/// What of an [`IdTable`] must outlive the agent (kept in its state file):
+/// who holds which id, and which freed ids still rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdSnapshot {
+    pub by_name: BTreeMap<String, u32>,
+    /// Freed id -> monotonic second from which it may be reused.
+    pub resting: BTreeMap<u32, u64>,
+}
+
+impl IdTable {
+    /// The part of the table worth saving.
+    pub fn snapshot(&self) -> IdSnapshot {
+        IdSnapshot {
+            by_name: self.by_name.clone(),
+            resting: self.resting.clone(),
+        }
+    }
+
+    /// A table in `first..limit` holding `saved`. Ids outside the range (the
+    /// limits changed) are dropped, as are names sharing an id (a hand-edited
+    /// file): those names get fresh ids at the next `sync`. A rest is capped
+    /// at `now_s + quarantine`, since the monotonic clock restarts at boot
+    /// and a saved deadline may lie far in the new clock's future.
+    pub fn restore(
+        first: u32,
+        limit: u32,
+        saved: IdSnapshot,
+        now_s: u64,
+        quarantine: Duration,
+    ) -> Self {
+        let in_range = |id: &u32| (first..limit).contains(id);
+        let mut by_name = BTreeMap::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, id) in saved.by_name {
+            if in_range(&id) && seen.insert(id) {
+                by_name.insert(name, id);
+            }
+        }
+        let latest = now_s + quarantine.as_secs();
+        let resting = saved
+            .resting
+            .into_iter()
+            .filter(|(id, _)| in_range(id) && !seen.contains(id))
+            .map(|(id, until)| (id, until.min(latest)))
+            .collect();
+        IdTable {
+            first,
+            limit,
+            by_name,
+            resting,
+        }
+    }
+}
+
 /// More names than ids (including resting ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdsExhausted {
@@ -164,6 +220,44 @@ mod tests {
         let mut t = IdTable::starting_at(0, 2);
         t.sync(["a", "b"], 0, Q).unwrap();
         assert_eq!((t.get("a"), t.get("b")), (Some(0), Some(1)));
+    }
+
+    #[test]
+    fn a_restored_table_keeps_ids_and_rests_whatever_the_config_became() {
+        let mut t = IdTable::new(10);
+        t.sync(["a", "b", "c"], 0, Q).unwrap();
+        t.sync(["a", "c"], 10, Q).unwrap();
+        let saved = t.snapshot();
+        let json = serde_json::to_string(&saved).unwrap();
+        let back: IdSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, saved);
+
+        // Restarted with a config that lost c and gained d and e.
+        let mut r = IdTable::restore(1, 10, back, 20, Q);
+        assert_eq!(r, t, "restored as saved");
+        r.sync(["a", "d", "e"], 20, Q).unwrap();
+        assert_eq!(r.get("a"), Some(1));
+        assert_eq!(r.get("d"), Some(4), "2 (b) and 3 (c) rest");
+        assert_eq!(r.get("e"), Some(5));
+    }
+
+    #[test]
+    fn restore_drops_what_the_table_cannot_hold() {
+        let saved = IdSnapshot {
+            by_name: [("a", 1), ("b", 9), ("twin", 1)]
+                .map(|(n, id)| (n.to_string(), id))
+                .into(),
+            resting: [(2, 1_000_000), (12, 5)].into(),
+        };
+        let t = IdTable::restore(1, 5, saved, 100, Q);
+        assert_eq!(t.get("a"), Some(1));
+        assert_eq!(t.get("b"), None, "9 is beyond the new limit");
+        assert_eq!(t.get("twin"), None, "an id is held by one name only");
+        assert_eq!(
+            t.snapshot().resting,
+            [(2, 160)].into(),
+            "rest capped at now + quarantine; 12 out of range"
+        );
     }
 
     #[test]

@@ -51,6 +51,37 @@ enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// Act on one backend of the running agent.
+    Backend {
+        #[command(subcommand)]
+        command: BackendCommand,
+    },
+    /// Print the running agent's services and backends (health, admin
+    /// state, ids) as JSON.
+    Status {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackendCommand {
+    /// Set a backend's admin state: `ready`, `drain` (no new clients;
+    /// persistent clients and established flows keep going) or `maint` (no
+    /// new or persistent traffic, no health checks). Kept across reloads and
+    /// restarts.
+    SetState {
+        /// SERVICE/BACKEND, e.g. horizon/cs1.
+        target: String,
+        /// ready, drain or maint.
+        state: String,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +108,24 @@ fn main() -> ExitCode {
             lb_userspace::logging::init();
             report(lb_userspace::agent::stop(&config, node.as_deref(), detach))
         }
+        Command::Backend {
+            command:
+                BackendCommand::SetState {
+                    target,
+                    state,
+                    config,
+                    node,
+                },
+        } => report(lb_userspace::agent::control_client::set_state(
+            &config,
+            node.as_deref(),
+            &target,
+            &state,
+        )),
+        Command::Status { config, node } => report(lb_userspace::agent::control_client::status(
+            &config,
+            node.as_deref(),
+        )),
     }
 }
 

@@ -6,8 +6,12 @@
 //! pinned, so traffic keeps flowing while the agent restarts, and a new agent
 //! adopts them. `lbd stop --detach` removes the data path for good.
 
+pub mod admin_view;
+pub mod control;
+pub mod control_client;
 pub mod health_view;
 pub mod state;
+pub mod state_file;
 
 use std::{
     net::Ipv4Addr,
@@ -20,17 +24,20 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 use crate::{
-    config::{self, Config, XdpMode},
+    config::{self, Config, Node, XdpMode},
     dataplane::{
         AttachMode, Dataplane, DataplaneOptions, GcPolicy, host, load, neigh::ManagedNeighbours,
         pins,
     },
-    health::{Checker, HealthEvent, Scheduler, desired_checks},
+    health::{Checker, HealthEvent, Scheduler},
     objects,
     vips::VipAddresses,
 };
+use admin_view::{AdminState, AdminView};
+use control::{Answer, ControlSocket, Pending, Request};
 use health_view::HealthView;
 use state::Ids;
+use state_file::SavedState;
 
 /// How often idle flows are collected. Timeouts are seconds to hours, so a
 /// few seconds of lateness is harmless.
@@ -202,6 +209,13 @@ struct Agent {
     health_events: UnboundedReceiver<HealthEvent>,
     /// The checked backends held DOWN; what `program` builds the rings from.
     health: HealthView,
+    /// The operator's admin states (drain, maint), also in `state_path`.
+    admin: AdminView,
+    state_path: PathBuf,
+    /// Requests from the control socket, answered in the agent loop.
+    control_requests: UnboundedReceiver<Pending>,
+    /// Held for its Drop: stops listening and removes the socket file.
+    _control: ControlSocket,
 }
 
 impl Agent {
@@ -225,8 +239,22 @@ impl Agent {
             object: objects::LB,
         })?;
 
-        let mut ids = Ids::new(&limits);
-        ids.sync(&config, monotonic_s())?;
+        // Ids and admin states from the last agent, if any: the pinned
+        // maps hold those ids, and the operator's states outlive restarts.
+        let state_path = state_file::path_for(&node_name);
+        let saved = state_file::load(&state_path)?;
+        let now = monotonic_s();
+        let mut ids = match &saved {
+            Some(saved) => Ids::restore(&limits, saved, now, state::id_quarantine(&config)),
+            None => Ids::new(&limits),
+        };
+        ids.sync(&config, now)?;
+        let admin = saved
+            .as_ref()
+            .map(SavedState::admin_view)
+            .unwrap_or_default()
+            .retained_for(&config);
+        save_state(&state_path, &admin, &ids)?;
 
         let mut neighbours = ManagedNeighbours::new()?;
         neighbours.sync(&backend_addresses(&config)).await?;
@@ -239,7 +267,9 @@ impl Agent {
         let (events, health_events) = mpsc::unbounded_channel();
         let checker = Checker::new().context("setting up the TLS client of the health checks")?;
         let mut checks = Scheduler::new(checker, events);
-        checks.sync(desired_checks(&config));
+        checks.sync(state::checks(&config, &admin));
+        let (control_tx, control_requests) = mpsc::unbounded_channel();
+        let control = ControlSocket::bind(control::socket_path(&node_name), control_tx)?;
         let mut agent = Agent {
             config_path,
             config,
@@ -252,6 +282,10 @@ impl Agent {
             checks,
             health_events,
             health: HealthView::all_up(),
+            admin,
+            state_path,
+            control_requests,
+            _control: control,
         };
         agent.program()?;
         tracing::info!(
@@ -262,15 +296,20 @@ impl Agent {
             services = agent.config.services.len(),
             backends = agent.config.backend_count(),
             checked = agent.checks.keys().len(),
+            not_ready = agent.admin.not_ready().count(),
             "forwarding"
         );
+        for (key, state) in agent.admin.not_ready() {
+            tracing::info!("{key} is in {state} (from {})", agent.state_path.display());
+        }
         Ok(agent)
     }
 
     /// Writes the maps for the current config and health.
     fn program(&mut self) -> Result<()> {
         let node = &self.config.nodes[&self.node_name];
-        let desired = state::desired_state(&self.config, node, &self.ids, &self.health);
+        let desired =
+            state::desired_state(&self.config, node, &self.ids, &self.health, &self.admin);
         self.dataplane
             .apply(&desired)
             .context("programming the BPF maps")?;
@@ -294,6 +333,11 @@ impl Agent {
                     }
                 }
                 Some(event) = self.health_events.recv() => self.health_changed(event),
+                Some(pending) = self.control_requests.recv() => {
+                    let answer = self.answer(pending.request);
+                    // The client may have hung up; nothing to do then.
+                    let _ = pending.reply.send(answer);
+                }
                 _ = gc.tick() => self.collect_garbage(),
                 _ = neigh.tick() => {
                     if let Err(e) = self.neighbours.sync(&backend_addresses(&self.config)).await {
@@ -385,13 +429,15 @@ impl Agent {
         let old_vips = state::vips(&self.config);
         let new_vips = state::vips(&new);
         self.vips.add_all(&new_vips).await?;
-        // Health carries over to the backends still checked; the checks
-        // follow the new config only once the maps have taken it.
-        let new_checks = desired_checks(&new);
+        // Admin states of backends still there carry over; health carries
+        // over to the backends still checked; the checks follow the new
+        // config only once the maps have taken it.
+        let admin = self.admin.retained_for(&new);
+        let new_checks = state::checks(&new, &admin);
         let health = self
             .health
             .carried_over(new_checks.iter().map(|(key, _, _)| key));
-        let desired = state::desired_state(&new, new_node, &ids, &health);
+        let desired = state::desired_state(&new, new_node, &ids, &health, &admin);
         self.dataplane
             .apply(&desired)
             .context("programming the BPF maps")?;
@@ -402,7 +448,13 @@ impl Agent {
         self.vips.remove_all(&gone).await?;
         self.gc_policy = state::gc_policy(&new, &ids);
         self.ids = ids;
+        self.admin = admin;
         self.config = new;
+        if let Err(e) = save_state(&self.state_path, &self.admin, &self.ids) {
+            tracing::error!(
+                "the new config serves, but its ids are not saved (a restart may renumber): {e:#}"
+            );
+        }
         tracing::info!(
             services = self.config.services.len(),
             backends = self.config.backend_count(),
@@ -410,6 +462,90 @@ impl Agent {
         );
         Ok(())
     }
+}
+
+impl Agent {
+    /// Answers one control socket request.
+    fn answer(&mut self, request: Request) -> Answer {
+        match request {
+            Request::Status => Answer {
+                status: Some(control::status(
+                    &self.node_name,
+                    &self.config,
+                    &self.ids,
+                    &self.health,
+                    &self.admin,
+                    |key| self.checks.is_up(key).is_some(),
+                )),
+                ..Answer::ok("status")
+            },
+            Request::SetState {
+                service,
+                backend,
+                state,
+            } => match self.set_state(&service, &backend, &state) {
+                Ok(message) => Answer::ok(message),
+                Err(e) => {
+                    tracing::warn!("set-state {service}/{backend} {state} refused: {e:#}");
+                    Answer::error(format!("{e:#}"))
+                }
+            },
+        }
+    }
+
+    /// Sets a backend's admin state: maps first, then the state file, then
+    /// the checks. On any error nothing changed (the maps are put back when
+    /// the state file cannot be written).
+    fn set_state(&mut self, service: &str, backend: &str, word: &str) -> Result<String> {
+        let state: AdminState = word.parse().map_err(|e: String| anyhow!(e))?;
+        let key = control::find_backend(&self.config, service, backend).map_err(|e| anyhow!(e))?;
+        let old = self.admin.state(service, backend);
+        if old == state {
+            return Ok(format!("{key} is already {state}"));
+        }
+        let mut admin = self.admin.clone();
+        admin.set(key.clone(), state);
+        // A backend in maint is not checked, so it is neither UP nor DOWN;
+        // leaving maint, its check starts again from UP.
+        let mut health = self.health.clone();
+        if !state.is_checked() {
+            health.record(key.clone(), true);
+        }
+        let node = self.node().clone();
+        let desired = state::desired_state(&self.config, &node, &self.ids, &health, &admin);
+        self.dataplane
+            .apply(&desired)
+            .context("the maps could not be updated; nothing changed")?;
+        if let Err(e) = save_state(&self.state_path, &admin, &self.ids) {
+            let before =
+                state::desired_state(&self.config, &node, &self.ids, &self.health, &self.admin);
+            if let Err(undo) = self.dataplane.apply(&before) {
+                tracing::error!("{key}: putting the maps back failed: {undo:#}");
+            }
+            return Err(e.context("the state file could not be written; nothing changed"));
+        }
+        self.admin = admin;
+        self.health = health;
+        if state.is_checked() {
+            self.checks.sync(state::checks(&self.config, &self.admin));
+        } else {
+            self.checks.stop(&key);
+        }
+        tracing::info!("{key}: admin state {old} -> {state}");
+        Ok(format!("{key}: {old} -> {state}"))
+    }
+
+    fn node(&self) -> &Node {
+        &self.config.nodes[&self.node_name]
+    }
+}
+
+/// Writes the admin states and ids to the state file.
+fn save_state(path: &Path, admin: &AdminView, ids: &Ids) -> Result<()> {
+    state_file::save(
+        path,
+        &SavedState::new(admin, ids.services.snapshot(), ids.backends.snapshot()),
+    )
 }
 
 fn backend_addresses(config: &Config) -> Vec<Ipv4Addr> {

@@ -1,17 +1,24 @@
-//! From the config and the backends' health (later also admin states) to
-//! what the maps should hold. Pure: no I/O, unit-tested.
+//! From the config, the backends' health and their admin states to what the
+//! maps should hold. Pure: no I/O, unit-tested.
 
-use std::{collections::BTreeMap, collections::BTreeSet, net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use lb_common::{
     BackendInfo, ServiceKey, Settings, backend_flags, local_addr_flags, service_flags,
 };
 
-use super::health_view::HealthView;
+use super::{admin_view::AdminView, health_view::HealthView, state_file::SavedState};
 use crate::{
-    config::{Config, Node, Scheduler, Service},
+    config::{Config, HealthCheck, Node, Scheduler, Service},
     dataplane::{DesiredService, DesiredState, FlowTimeouts, GcPolicy, Limits},
+    health::{BackendKey, desired_checks},
     ids::{IdTable, backend_key},
     maglev::{self, MaglevBackend},
 };
@@ -46,6 +53,26 @@ impl Ids {
         Ids {
             services: IdTable::starting_at(0, limits.max_services),
             backends: IdTable::new(limits.max_backends),
+        }
+    }
+
+    /// The id tables of a saved state, in the ranges `limits` allow.
+    pub fn restore(limits: &Limits, saved: &SavedState, now_s: u64, quarantine: Duration) -> Self {
+        Ids {
+            services: IdTable::restore(
+                0,
+                limits.max_services,
+                saved.service_ids.clone(),
+                now_s,
+                quarantine,
+            ),
+            backends: IdTable::restore(
+                1,
+                limits.max_backends,
+                saved.backend_ids.clone(),
+                now_s,
+                quarantine,
+            ),
         }
     }
 
@@ -108,7 +135,17 @@ fn be(ip: Ipv4Addr) -> u32 {
 /// leaves their slots mostly where they were) and loses `PERSIST_OK`
 /// (persistent clients move too), but keeps its row, so established flows
 /// keep being translated until they end or time out.
-pub fn desired_state(config: &Config, node: &Node, ids: &Ids, health: &HealthView) -> DesiredState {
+///
+/// Admin states narrow that further: a drained backend takes no slots but
+/// keeps `PERSIST_OK` (clients inside their persistence timeout stay); a
+/// backend in maint loses both, like a DOWN one.
+pub fn desired_state(
+    config: &Config,
+    node: &Node,
+    ids: &Ids,
+    health: &HealthView,
+    admin: &AdminView,
+) -> DesiredState {
     let settings = Settings {
         snat_port_min: node.snat_ports.min,
         snat_port_max: node.snat_ports.max,
@@ -122,7 +159,7 @@ pub fn desired_state(config: &Config, node: &Node, ids: &Ids, health: &HealthVie
         .map(|svc| {
             *local.entry(be(svc.vip)).or_default() |= local_addr_flags::VIP;
             *local.entry(be(svc.snat_address)).or_default() |= local_addr_flags::SNAT;
-            desired_service(svc, ids, health, config.limits.maglev_size)
+            desired_service(svc, ids, health, admin, config.limits.maglev_size)
         })
         .collect();
     DesiredState {
@@ -136,6 +173,7 @@ fn desired_service(
     svc: &Service,
     ids: &Ids,
     health: &HealthView,
+    admin: &AdminView,
     ring_size: u32,
 ) -> DesiredService {
     let mut flags = service_flags::ACTIVE;
@@ -150,7 +188,9 @@ fn desired_service(
         .iter()
         .map(|b| {
             let mut flags = backend_flags::IN_USE;
-            if health.is_up(&svc.name, &b.name) {
+            if health.is_up(&svc.name, &b.name)
+                && admin.state(&svc.name, &b.name).keeps_persistent_clients()
+            {
                 flags |= backend_flags::PERSIST_OK;
             }
             let info = BackendInfo {
@@ -164,7 +204,9 @@ fn desired_service(
     let members: Vec<MaglevBackend<'_>> = svc
         .backends
         .iter()
-        .filter(|b| health.is_up(&svc.name, &b.name))
+        .filter(|b| {
+            health.is_up(&svc.name, &b.name) && admin.state(&svc.name, &b.name).takes_new_clients()
+        })
         .map(|b| MaglevBackend {
             id: ids.backend(svc, &b.name),
             name: &b.name,
@@ -185,6 +227,14 @@ fn desired_service(
         backends,
         ring: Arc::from(maglev::build(&members, ring_size)),
     }
+}
+
+/// The health checks to run: the config's, except for backends in maint.
+pub fn checks(config: &Config, admin: &AdminView) -> Vec<(BackendKey, SocketAddrV4, HealthCheck)> {
+    desired_checks(config)
+        .into_iter()
+        .filter(|(key, _, _)| admin.state(&key.service, &key.backend).is_checked())
+        .collect()
 }
 
 /// Idle timeouts per service id for the flow collector.
@@ -218,7 +268,7 @@ pub fn vips(config: &Config) -> BTreeSet<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config, health::BackendKey};
+    use crate::{agent::admin_view::AdminState, config};
     use lb_common::NO_BACKEND;
 
     fn horizon() -> Config {
@@ -231,10 +281,14 @@ mod tests {
     }
 
     fn state_with(c: &Config, health: &HealthView) -> (DesiredState, Ids) {
+        state_admin(c, health, &AdminView::all_ready())
+    }
+
+    fn state_admin(c: &Config, health: &HealthView, admin: &AdminView) -> (DesiredState, Ids) {
         let mut ids = Ids::new(&limits(c));
         ids.sync(c, 0).unwrap();
         let node = &c.nodes["lb1"];
-        (desired_state(c, node, &ids, health), ids)
+        (desired_state(c, node, &ids, health, admin), ids)
     }
 
     fn service<'a>(d: &'a DesiredState, ids: &Ids, name: &str) -> &'a DesiredService {
@@ -329,6 +383,91 @@ weight = 3
         // Everything else is unchanged.
         assert_eq!(after.key, before.key);
         assert_eq!(after.flags, before.flags);
+    }
+
+    /// be2 of `three()` with `health` and be2 in `state`: (ring holds be2,
+    /// be2's flags), and the ring without be2 equals the ring with be2 DOWN.
+    fn be2_under(health: &HealthView, state: AdminState) -> (bool, u16) {
+        let c = three();
+        let admin = AdminView::with([(BackendKey::new("web", "be2"), state)]);
+        let (d, ids) = state_admin(&c, health, &admin);
+        let web = service(&d, &ids, "web");
+        let be2 = ids.backends.get("web/be2").unwrap();
+        let row2 = row(web, be2).expect("be2 keeps its row in every state");
+        for other in ["be1", "be3"] {
+            let id = ids.backends.get(&format!("web/{other}")).unwrap();
+            assert!(web.ring.contains(&id), "{other} stays in the ring");
+        }
+        (web.ring.contains(&be2), row2.flags)
+    }
+
+    #[test]
+    fn admin_states_decide_ring_and_persistence() {
+        use backend_flags::{IN_USE, PERSIST_OK};
+        let up = HealthView::all_up();
+        assert_eq!(
+            be2_under(&up, AdminState::Ready),
+            (true, IN_USE | PERSIST_OK),
+            "ready: normal"
+        );
+        assert_eq!(
+            be2_under(&up, AdminState::Drain),
+            (false, IN_USE | PERSIST_OK),
+            "drain: no new clients, persistent clients stay"
+        );
+        assert_eq!(
+            be2_under(&up, AdminState::Maint),
+            (false, IN_USE),
+            "maint: no new and no persistent clients"
+        );
+        // DOWN wins over every admin state.
+        let down = HealthView::with_down([BackendKey::new("web", "be2")]);
+        for state in [AdminState::Ready, AdminState::Drain, AdminState::Maint] {
+            assert_eq!(be2_under(&down, state), (false, IN_USE), "DOWN and {state}");
+        }
+    }
+
+    #[test]
+    fn a_drained_backend_leaves_the_same_ring_as_a_down_one() {
+        let c = three();
+        let key = BackendKey::new("web", "be2");
+        let (down, ids) = state_with(&c, &HealthView::with_down([key.clone()]));
+        let drained = AdminView::with([(key, AdminState::Drain)]);
+        let (drain, _) = state_admin(&c, &HealthView::all_up(), &drained);
+        assert_eq!(
+            service(&down, &ids, "web").ring,
+            service(&drain, &ids, "web").ring
+        );
+        let (maint_other, _) = state_admin(
+            &c,
+            &HealthView::all_up(),
+            &AdminView::with([(BackendKey::new("other", "be2"), AdminState::Maint)]),
+        );
+        assert_eq!(
+            maint_other,
+            state(&c).0,
+            "another service's state changes nothing"
+        );
+    }
+
+    #[test]
+    fn backends_in_maint_are_not_checked() {
+        let c = three();
+        let all: Vec<BackendKey> = checks(&c, &AdminView::all_ready())
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect();
+        assert_eq!(all.len(), 3);
+        let admin = AdminView::with([
+            (BackendKey::new("web", "be1"), AdminState::Drain),
+            (BackendKey::new("web", "be2"), AdminState::Maint),
+        ]);
+        let some: Vec<BackendKey> = checks(&c, &admin).into_iter().map(|(k, _, _)| k).collect();
+        assert_eq!(
+            some,
+            vec![BackendKey::new("web", "be1"), BackendKey::new("web", "be3")],
+            "drain is still checked, maint is not"
+        );
     }
 
     #[test]
