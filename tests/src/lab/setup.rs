@@ -489,7 +489,7 @@ fn require_root() -> Result<()> {
     Ok(())
 }
 
-/// Removes lbd's pins, control socket and state file for `node`.
+/// Removes lbd's pins, control socket, lock and state file for `node`.
 fn remove_agent_files(node: &str, problems: &mut Vec<String>) {
     let pins = Path::new(BPFFS_LB_DIR).join(node);
     if let Err(e) = ignore_missing(std::fs::remove_dir_all(&pins)) {
@@ -497,6 +497,7 @@ fn remove_agent_files(node: &str, problems: &mut Vec<String>) {
     }
     for file in [
         format!("/run/lbd/{node}.sock"),
+        format!("/run/lbd/{node}.lock"),
         format!("/var/lib/lbd/{node}.state"),
     ] {
         if let Err(e) = ignore_missing(std::fs::remove_file(&file)) {
