@@ -28,8 +28,10 @@
 
 pub mod ah;
 pub mod check;
+pub mod garp;
 pub mod ipv4;
 pub mod packet;
+pub mod socket;
 pub mod state;
 pub mod track;
 
