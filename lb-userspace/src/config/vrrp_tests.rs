@@ -392,3 +392,21 @@ fn vip_in_two_instances_is_an_error() {
     assert_eq!(errors.0[0].key, "vrrp.vi2.vips");
     assert!(errors.0[0].message.contains("already in `vrrp.vi1`"));
 }
+
+#[test]
+fn horizon_example_has_the_seed_instance() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/horizon.toml");
+    let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let [vrrp] = &config.vrrp[..] else {
+        panic!("one instance expected")
+    };
+    assert_eq!(
+        (vrrp.virtual_router_id, vrrp.version),
+        (11, VrrpVersion::V2)
+    );
+    assert_eq!((vrrp.priority["lb1"], vrrp.priority["lb2"]), (101, 100));
+    assert_eq!(vrrp.auth.as_ref().map(|a| a.kind), Some(AuthType::Ah));
+    assert_eq!(vrrp.vips.len(), 3);
+    assert_eq!(vrrp.unicast_src["lb1"], Ipv4Addr::new(192, 0, 2, 251));
+    assert_eq!(vrrp.track[0].weight, 2);
+}
