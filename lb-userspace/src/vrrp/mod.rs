@@ -28,6 +28,7 @@
 
 pub mod ah;
 pub mod check;
+pub mod config;
 pub mod garp;
 pub mod ipv4;
 pub mod packet;
