@@ -173,6 +173,9 @@ fn adverts_cross_the_veth_multicast_v3_and_unicast_v2_ah() {
             .send_datagram(B_ADDR, &datagram)
             .await
             .expect("send AH");
+        // Multicast loop is off: our own advert must not come back to us.
+        let own = tokio::time::timeout(Duration::from_millis(300), socket.recv()).await;
+        assert!(own.is_err(), "the sender received {own:?}");
     });
     join(sender);
     let got = join(receiver);
