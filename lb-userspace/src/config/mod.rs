@@ -20,10 +20,14 @@ mod section;
 mod service;
 mod syntax;
 mod validate;
+mod validate_vrrp;
 mod values;
+mod vrrp;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vrrp_tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,6 +36,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 pub use report::{ConfigError, ConfigErrors};
+pub use schema::{AuthType, Garp, Track, TrackCondition, Vrrp, VrrpAuth, VrrpVersion};
 pub use schema::{
     Backend, CheckKind, Config, HealthCheck, Limits, Mode, Node, PortRange, Protocol, Scheduler,
     Service, StatusMatch, Timeouts, XdpMode,
@@ -68,8 +73,10 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     let nodes = node::read_all(&mut root, &mut report);
     let limits = limits::read(&mut root, &mut report);
     let services = service::read_all(&mut root, &mut report);
+    let vrrp = vrrp::read_all(&mut root, &mut report);
     root.finish(&mut report);
     validate::cross_check(&nodes, &limits, &services, &mut report);
+    validate_vrrp::cross_check(&nodes, &services, &vrrp, &mut report);
 
     if report.has_errors() {
         return Err(ConfigErrors(report.into_errors()));
@@ -84,6 +91,10 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
             services: services
                 .into_iter()
                 .map(service::ServiceDraft::build)
+                .collect::<Option<Vec<_>>>()?,
+            vrrp: vrrp
+                .into_iter()
+                .map(vrrp::VrrpDraft::build)
                 .collect::<Option<Vec<_>>>()?,
         })
     })();

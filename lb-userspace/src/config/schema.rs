@@ -16,6 +16,8 @@ pub struct Config {
     pub nodes: BTreeMap<String, Node>,
     pub limits: Limits,
     pub services: Vec<Service>,
+    /// `[[vrrp]]` instances; empty: single node, the VIPs are always held.
+    pub vrrp: Vec<Vrrp>,
 }
 
 /// What differs between the two load-balancer hosts.
@@ -319,4 +321,89 @@ impl fmt::Display for StatusMatch {
             StatusMatch::Class(class) => write!(f, "{class}xx"),
         }
     }
+}
+
+/// One `[[vrrp]]` instance: keepalived's `vrrp_instance`, identical on both
+/// nodes; what differs per node (priority, unicast source) is a map keyed by
+/// node name inside the instance, so the instance reads as one unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vrrp {
+    pub name: String,
+    /// `None`: the node's `interface`.
+    pub interface: Option<String>,
+    pub virtual_router_id: u8,
+    /// Base priority per node name (1..=255; 255 = address owner).
+    pub priority: BTreeMap<String, u8>,
+    pub advert_interval: Duration,
+    pub version: VrrpVersion,
+    pub auth: Option<VrrpAuth>,
+    /// Empty: multicast to 224.0.0.18. A node sends to every entry except
+    /// its own `unicast_src`.
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// Source address per node name; set for every node when unicast.
+    pub unicast_src: BTreeMap<String, Ipv4Addr>,
+    pub vips: Vec<Ipv4Addr>,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub garp: Garp,
+    pub track: Vec<Track>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrrpVersion {
+    V2,
+    V3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthType {
+    Pass,
+    Ah,
+}
+
+/// keepalived's `authentication { auth_type; auth_pass }` (VRRPv2 only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrrpAuth {
+    pub kind: AuthType,
+    /// 1..=8 bytes, as keepalived truncates longer ones.
+    pub password: String,
+}
+
+/// Gratuitous ARPs on becoming master (keepalived's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Garp {
+    /// `vrrp_garp_master_repeat`: announcements per VIP in a burst.
+    pub count: u32,
+    /// `vrrp_garp_interval`: between announcements of a burst.
+    pub interval: Duration,
+    /// `vrrp_garp_master_delay`: a second burst this long after the first;
+    /// zero for none.
+    pub delay: Duration,
+}
+
+impl Default for Garp {
+    fn default() -> Self {
+        Garp {
+            count: 5,
+            interval: Duration::ZERO,
+            delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A tracked condition and its keepalived-signed weight (never 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Track {
+    pub condition: TrackCondition,
+    pub weight: i16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrackCondition {
+    /// The XDP program is attached to the node's interface.
+    XdpAttached,
+    /// The named service has at least one backend up.
+    ServiceUp { service: String },
+    /// `command` run every `interval` exits 0.
+    Script { command: String, interval: Duration },
 }

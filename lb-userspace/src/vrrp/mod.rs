@@ -28,8 +28,11 @@
 
 pub mod ah;
 pub mod check;
+pub mod config;
+pub mod garp;
 pub mod ipv4;
 pub mod packet;
+pub mod socket;
 pub mod state;
 pub mod track;
 
