@@ -221,6 +221,12 @@ struct Agent {
 impl Agent {
     async fn start(config_path: PathBuf, config: Config, node_name: String) -> Result<Self> {
         let node = config.nodes[&node_name].clone();
+        if !config.vrrp.is_empty() {
+            tracing::warn!(
+                instances = config.vrrp.len(),
+                "[[vrrp]] is configured but this lbd does not run VRRP yet: it holds the service VIPs itself, as a single node"
+            );
+        }
         let iface = node.interface.clone();
         let snat = host::PortRange::new(node.snat_ports.min, node.snat_ports.max)?;
         host::prepare(&node_name, &iface, snat)?;
