@@ -401,26 +401,12 @@ fn spread_ok(lab: &Lab, vip: SocketAddrV4, sources: String, what: &str) -> Sprea
         .unwrap_or_else(|e| panic!("{what}: spread did not run: {e:#}"));
     let report: SpreadReport = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{what}: no spread report ({e}): {}", text(&out)));
-    assert_eq!(
-        report.errors, 0,
-        "{what}: failed connections: {:?}",
-        report.error_samples
-    );
-    assert_eq!(report.per_source.len(), RANGE, "{what}: sources missing");
-    let wandering = report.wandering_sources();
-    assert!(
-        wandering.is_empty(),
-        "{what}: sources that changed backend: {wandering:?}"
-    );
+    report.assert_all_ok_and_sticky(RANGE, what);
     report
 }
 
 fn backend_of_each_source(report: &SpreadReport) -> BTreeMap<String, String> {
-    report
-        .per_source
-        .iter()
-        .map(|(source, names)| (source.clone(), names[0].clone()))
-        .collect()
+    report.backend_of_each_source()
 }
 
 /// A TCP connection from `source` (any port) to `vip`, opened inside the

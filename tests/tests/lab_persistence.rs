@@ -182,26 +182,12 @@ fn spread_ok(lab: &Lab, vip: SocketAddrV4, sources: usize, what: &str) -> Spread
     let report = lab
         .spread(vip, sources, PER_SOURCE, &[])
         .unwrap_or_else(|e| panic!("{what}: spread did not run: {e:#}"));
-    assert_eq!(
-        report.errors, 0,
-        "{what}: failed connections: {:?}",
-        report.error_samples
-    );
-    assert_eq!(report.per_source.len(), sources, "{what}: sources missing");
-    let wandering = report.wandering_sources();
-    assert!(
-        wandering.is_empty(),
-        "{what}: sources that changed backend: {wandering:?}"
-    );
+    report.assert_all_ok_and_sticky(sources, what);
     report
 }
 
 fn backend_of_each_source(report: &SpreadReport) -> BTreeMap<String, String> {
-    report
-        .per_source
-        .iter()
-        .map(|(source, names)| (source.clone(), names[0].clone()))
-        .collect()
+    report.backend_of_each_source()
 }
 
 fn tally<'a>(backends: impl Iterator<Item = &'a String>) -> BTreeMap<String, usize> {

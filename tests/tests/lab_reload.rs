@@ -314,26 +314,12 @@ fn spread_ok(lab: &Lab, vip: SocketAddrV4, what: &str) -> SpreadReport {
     let report = lab
         .spread(vip, CLIENTS, PER_SOURCE, &[])
         .unwrap_or_else(|e| panic!("{what}: spread did not run: {e:#}"));
-    assert_eq!(
-        report.errors, 0,
-        "{what}: failed connections: {:?}",
-        report.error_samples
-    );
-    assert_eq!(report.per_source.len(), CLIENTS, "{what}: sources missing");
-    let wandering = report.wandering_sources();
-    assert!(
-        wandering.is_empty(),
-        "{what}: sources that changed backend: {wandering:?}"
-    );
+    report.assert_all_ok_and_sticky(CLIENTS, what);
     report
 }
 
 fn backend_of_each_source(report: &SpreadReport) -> BTreeMap<String, String> {
-    report
-        .per_source
-        .iter()
-        .map(|(source, names)| (source.clone(), names[0].clone()))
-        .collect()
+    report.backend_of_each_source()
 }
 
 fn count(log: &str, needle: &str) -> usize {

@@ -41,6 +41,30 @@ impl SpreadReport {
             .collect()
     }
 
+    /// Source -> the backend that answered its first connection.
+    pub fn backend_of_each_source(&self) -> BTreeMap<String, String> {
+        self.per_source
+            .iter()
+            .filter_map(|(source, names)| Some((source.clone(), names.first()?.clone())))
+            .collect()
+    }
+
+    /// Panics, naming `what`, unless all `sources` sources connected without
+    /// an error and each stayed on one backend.
+    pub fn assert_all_ok_and_sticky(&self, sources: usize, what: &str) {
+        assert_eq!(
+            self.errors, 0,
+            "{what}: failed connections: {:?}",
+            self.error_samples
+        );
+        assert_eq!(self.per_source.len(), sources, "{what}: sources missing");
+        let wandering = self.wandering_sources();
+        assert!(
+            wandering.is_empty(),
+            "{what}: sources that changed backend: {wandering:?}"
+        );
+    }
+
     /// Backend -> number of distinct sources that reached it.
     pub fn clients_per_backend(&self) -> BTreeMap<String, u64> {
         let mut clients = BTreeMap::new();
