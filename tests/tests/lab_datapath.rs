@@ -19,7 +19,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lb_tests::lab::{Lab, ServiceConfig, netns, topology};
+use lb_tests::lab::{Lab, ServiceConfig, topology};
 
 const WEIGHTS: [u32; 3] = [1, 2, 3];
 const CLIENTS: usize = 240;
@@ -185,17 +185,7 @@ fn lab_datapath() {
 
     // (e) nothing is left behind.
     lab.teardown().expect("teardown is clean");
-    let left: Vec<String> = netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|name| name.starts_with(&format!("{prefix}-")))
-        .collect();
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
-    assert!(
-        !pin_dir.exists(),
-        "pins left behind in {}",
-        pin_dir.display()
-    );
+    lb_tests::lab::assert_nothing_left(&prefix, &pin_dir);
     assert!(
         !Path::new(&format!("/run/lbd/{prefix}-lb1.sock")).exists(),
         "control socket left behind"

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use lb_tests::lab::{CheckConfig, Lab, Lbd, ServiceConfig, SpreadReport, netns};
+use lb_tests::lab::{CheckConfig, Lab, Lbd, ServiceConfig, SpreadReport};
 
 const CLIENTS: usize = 120;
 const PER_SOURCE: usize = 2;
@@ -231,17 +231,7 @@ fn lab_health() {
         .expect("lbd stops on SIGTERM");
     drop(lbd);
     lab.teardown().expect("teardown is clean");
-    let left: Vec<String> = netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|name| name.starts_with(&format!("{prefix}-")))
-        .collect();
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
-    assert!(
-        !pin_dir.exists(),
-        "pins left behind in {}",
-        pin_dir.display()
-    );
+    lb_tests::lab::assert_nothing_left(&prefix, &pin_dir);
     println!("(d) namespaces and pins of lab {prefix} are gone");
 }
 

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use lb_tests::lab::{Lab, ServiceConfig, SpreadReport, netns};
+use lb_tests::lab::{Lab, ServiceConfig, SpreadReport};
 
 /// Clients that connect before the reload and return after it.
 const RETURNING: usize = 100;
@@ -162,17 +162,7 @@ fn lab_persistence() {
     lab.lbd_command(1, &["stop", "--config", &config_arg, "--detach"])
         .expect("lbd stop --detach succeeds");
     lab.teardown().expect("teardown is clean");
-    let left: Vec<String> = netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|name| name.starts_with(&format!("{prefix}-")))
-        .collect();
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
-    assert!(
-        !pin_dir.exists(),
-        "pins left behind in {}",
-        pin_dir.display()
-    );
+    lb_tests::lab::assert_nothing_left(&prefix, &pin_dir);
     println!("(c) namespaces and pins of lab {prefix} are gone");
 }
 

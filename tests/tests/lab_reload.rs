@@ -23,8 +23,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::Duration;
 
 use lb_tests::lab::{
-    Lab, LbdConfig, ServiceConfig, SpreadReport, connect_from, counters, echo_line, netns,
-    read_line,
+    Lab, LbdConfig, ServiceConfig, SpreadReport, connect_from, counters, echo_line, read_line,
 };
 
 const CLIENTS: usize = 240;
@@ -220,17 +219,7 @@ fn lab_reload() {
     lab.lbd_command(1, &["stop", "--config", &config_arg, "--detach"])
         .expect("lbd stop --detach succeeds");
     lab.teardown().expect("teardown is clean");
-    let left: Vec<String> = netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|name| name.starts_with(&format!("{prefix}-")))
-        .collect();
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
-    assert!(
-        !pin_dir.exists(),
-        "pins left behind in {}",
-        pin_dir.display()
-    );
+    lb_tests::lab::assert_nothing_left(&prefix, &pin_dir);
     println!("(c) namespaces and pins of lab {prefix} are gone");
 }
 

@@ -274,17 +274,7 @@ fn lab_restart() {
     lab.lbd_command(1, &["stop", "--config", &config_arg, "--detach"])
         .expect("lbd stop --detach succeeds");
     lab.teardown().expect("teardown is clean");
-    let left: Vec<String> = netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|name| name.starts_with(&format!("{prefix}-")))
-        .collect();
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
-    assert!(
-        !pin_dir.exists(),
-        "pins left behind in {}",
-        pin_dir.display()
-    );
+    lb_tests::lab::assert_nothing_left(&prefix, &pin_dir);
     println!("(e) namespaces and pins of lab {prefix} are gone");
 }
 

@@ -55,3 +55,19 @@ pub use lbd::{
 pub use report::{BackendTally, HoldReport, ServerStats, SpreadReport};
 pub use setup::{BPFFS_LB_DIR, Lab, LabBuilder};
 pub use xdp_peer::SwitchPrograms;
+
+/// Panics unless no namespace of lab `prefix` and no pin directory
+/// `pin_dir` remain: the end of every lab test, after its teardown.
+pub fn assert_nothing_left(prefix: &str, pin_dir: &std::path::Path) {
+    let left: Vec<String> = netns::list()
+        .expect("listing network namespaces")
+        .into_iter()
+        .filter(|name| name.starts_with(&format!("{prefix}-")))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(
+        !pin_dir.exists(),
+        "pins left behind in {}",
+        pin_dir.display()
+    );
+}
