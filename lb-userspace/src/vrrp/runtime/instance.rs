@@ -84,6 +84,10 @@ impl Instance {
         }
     }
 
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
     /// Records an observation made before the task starts.
     pub fn preset(&mut self, condition: &Condition, holds: bool) {
         self.tracking.set(condition, holds);

@@ -73,9 +73,16 @@ pub struct VrrpHandle {
     cells: Vec<status::StatusCell>,
     done: oneshot::Receiver<()>,
     thread: std::thread::JoinHandle<()>,
+    resumed: BTreeSet<String>,
 }
 
 impl VrrpHandle {
+    /// The instances that resumed as master at start (fresh lease, VIPs in
+    /// place): the agent serves their VIPs from its first map write.
+    pub fn resumed(&self) -> &BTreeSet<String> {
+        &self.resumed
+    }
+
     /// Reports a tracked condition to every instance (those that do not
     /// track it ignore it; repeating the last value changes nothing).
     pub fn set_condition(&self, condition: Condition, holds: bool) {
@@ -144,7 +151,7 @@ pub async fn start(
             )
         })
         .context("starting the VRRP thread")?;
-    ready
+    let resumed = ready
         .await
         .map_err(|_| anyhow!("the VRRP thread ended while starting"))??;
     Ok((
@@ -153,6 +160,7 @@ pub async fn start(
             cells,
             done,
             thread,
+            resumed,
         },
         reports,
     ))
@@ -163,7 +171,7 @@ fn thread_main(
     cells: Vec<status::StatusCell>,
     receivers: Vec<UnboundedReceiver<Command>>,
     reports: UnboundedSender<TransitionReport>,
-    ready: oneshot::Sender<Result<()>>,
+    ready: oneshot::Sender<Result<BTreeSet<String>>>,
     done: oneshot::Sender<()>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -186,7 +194,12 @@ fn thread_main(
                 return;
             }
         };
-        let _ = ready.send(Ok(()));
+        let resumed = prepared
+            .iter()
+            .filter(|(_, start)| *start == Event::Resume)
+            .map(|(instance, _)| instance.name().to_string())
+            .collect();
+        let _ = ready.send(Ok(resumed));
         let keeper = match (&lease, plan) {
             (Some(lease), Some(plan)) => Some(tokio::spawn(lease::keep(lease.clone(), plan))),
             _ => None,
