@@ -9,7 +9,11 @@
 //!     the VIP, and the client reaches the VIP through it; lb1 holds none;
 //! (c) lb1 started again preempts: master again with the VIP, lb2 backup
 //!     without it;
-//! (d) nothing is left behind.
+//! (d) kill -9 of lb1 and a restart within the master-down interval: the
+//!     new agent resumes as master (fresh lease, VIP in place), lb2 logs
+//!     no transition and drops none of its adverts (AH sequence numbers
+//!     start above the old agent's);
+//! (e) nothing is left behind.
 //!
 //! Needs root and lbd built next to this test (`cargo build -p lb-userspace
 //! --bin lbd`). Fails, not skips, without either.
@@ -148,7 +152,38 @@ weight = 2
         .expect("the VIP answers through lb1 again");
     assert_eq!(vrrp_status(&lab, 2, &config)["state"], "backup");
 
-    // (d)
+    // (d) kill -9 of the master and a restart well within master-down
+    // (3.6 s): the new agent finds a fresh lease and the VIP, resumes as
+    // master, and lb2 never takes over.
+    let lb2_log_before = lb2.log();
+    lb1.signal(libc::SIGKILL).expect("lb1 killed");
+    drop(lb1);
+    let mut lb1 = lab.start_lbd(1, &config).expect("lb1 restarts");
+    lb1.wait_for_log(Duration::from_secs(5), |log| {
+        log.contains("VRRP vip: initialize -> master (resumed with a fresh lease), priority 103")
+    })
+    .expect("lb1 resumes as master");
+    std::thread::sleep(Duration::from_secs(4));
+    lb1.check_running().expect("lb1 keeps running");
+    let lb2_new = lb2.log()[lb2_log_before.len()..].to_string();
+    assert!(
+        !lb2_new.contains("VRRP vip:"),
+        "lb2 saw no transition: {lb2_new}"
+    );
+    assert!(holds_vip(&lab, "lb1", vip) && !holds_vip(&lab, "lb2", vip));
+    let s1 = vrrp_status(&lab, 1, &config);
+    assert_eq!(s1["state"], "master", "{s1}");
+    let s2 = vrrp_status(&lab, 2, &config);
+    assert_eq!(s2["state"], "backup", "{s2}");
+    assert_eq!(
+        s2["drops"].as_object().map(|d| d.len()),
+        Some(0),
+        "lb2 accepted every advert of the resumed master (no AH replay): {s2}"
+    );
+    lab.wait_for_service(&mut lb1, target, Duration::from_secs(10))
+        .expect("the VIP answers through the resumed lb1");
+
+    // (e)
     drop((lb1, lb2));
     lab.teardown().expect("teardown");
     for pin in &pins {
