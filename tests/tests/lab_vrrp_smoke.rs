@@ -13,7 +13,12 @@
 //!     new agent resumes as master (fresh lease, VIP in place), lb2 logs
 //!     no transition and drops none of its adverts (AH sequence numbers
 //!     start above the old agent's);
-//! (e) nothing is left behind.
+//! (e) a reload changing [[vrrp]] is refused;
+//! (f) kill -9 of the master and `lbd stop`: its VIP goes at once, lb2 is
+//!     master within the master-down bound (measured);
+//! (g) lb1 back preempts (no resume: the lease was ended); detaching its
+//!     XDP link (xdp-attached +2 fails) hands the VIP to lb2;
+//! (h) nothing is left behind.
 //!
 //! Needs root and lbd built next to this test (`cargo build -p lb-userspace
 //! --bin lbd`). Fails, not skips, without either.
@@ -183,12 +188,87 @@ weight = 2
     lab.wait_for_service(&mut lb1, target, Duration::from_secs(10))
         .expect("the VIP answers through the resumed lb1");
 
-    // (e)
+    // (e) a reload that changes [[vrrp]] is refused; the instance runs on.
+    let original = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, original.replace("= 100 }", "= 110 }")).unwrap();
+    lb2.signal(libc::SIGHUP).expect("lb2 reload");
+    lb2.wait_for_log(Duration::from_secs(5), |log| {
+        log.contains("reload refused") && log.contains("changing [[vrrp]] needs a restart")
+    })
+    .expect("lb2 refuses the VRRP change");
+    std::fs::write(&config, &original).unwrap();
+    assert_eq!(
+        vrrp_status(&lab, 2, &config)["priority"].as_u64(),
+        Some(102)
+    );
+
+    // (f) kill -9 of the master, then `lbd stop` (systemd's ExecStopPost):
+    // the VIP goes at once, lb2 takes over within master-down.
+    let lb2_log_before = lb2.log();
+    lb1.signal(libc::SIGKILL).expect("lb1 killed");
+    let killed = Instant::now();
+    drop(lb1);
+    lab.lbd_command(1, &["stop", "--config", config.to_str().unwrap()])
+        .expect("lbd stop runs after the agent died");
+    assert!(!holds_vip(&lab, "lb1", vip), "lbd stop removed the VIP");
+    lb2.wait_for_log(Duration::from_secs(10), |log| {
+        log[lb2_log_before.len()..]
+            .contains("VRRP vip: backup -> master (master down), priority 102")
+    })
+    .expect("lb2 takes over from the dead master");
+    let takeover = killed.elapsed();
+    eprintln!("takeover after kill -9: {takeover:.2?}");
+    // Master-down at 102: 3 s + 154/256 s; the bound is twice that + 1 s.
+    assert!(takeover < Duration::from_millis(8_200), "{takeover:?}");
+    assert!(holds_vip(&lab, "lb2", vip));
+
+    // (g) lb1 back (lease ended by `lbd stop`: no resume) preempts; then
+    // its XDP link is detached: xdp-attached fails, its priority falls to
+    // 101 and lb2 (102) takes the VIP.
+    let mut lb1 = lab.start_lbd(1, &config).expect("lb1 starts once more");
+    lb1.wait_for_log(Duration::from_secs(20), |log| {
+        log.contains("VRRP vip: backup -> master (master down), priority 103")
+    })
+    .expect("lb1 preempts again");
+    assert!(
+        !lb1.log().contains("resumed"),
+        "an ended lease never resumes"
+    );
+    let link = find_link_pin(&pins[0]);
+    lab.exec_in(
+        "lb1",
+        &[
+            "bpftool",
+            "link",
+            "detach",
+            "pinned",
+            link.to_str().unwrap(),
+        ],
+    )
+    .expect("bpftool detaches lb1's XDP link");
+    lb1.wait_for_log(Duration::from_secs(10), |log| {
+        log.contains("VRRP vip: master -> backup (higher priority), priority 101")
+    })
+    .expect("lb1 steps back once its program is detached");
+    assert!(holds_vip(&lab, "lb2", vip) && !holds_vip(&lab, "lb1", vip));
+
+    // (h)
     drop((lb1, lb2));
     lab.teardown().expect("teardown");
     for pin in &pins {
         assert_nothing_left(&prefix, pin);
     }
+}
+
+/// The pinned XDP link under a node's pin directory.
+fn find_link_pin(dir: &Path) -> std::path::PathBuf {
+    for entry in std::fs::read_dir(dir).expect("pin directory exists") {
+        let candidate = entry.unwrap().path().join("link");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    panic!("no pinned link under {}", dir.display());
 }
 
 /// Whether `vip`/32 is on `node`'s eth0.
