@@ -290,3 +290,71 @@ fn vrrp_status(lab: &Lab, n: usize, config: &Path) -> serde_json::Value {
     assert_eq!(vrrp.len(), 1, "{json}");
     vrrp[0].clone()
 }
+
+/// The same election over VRRPv3 multicast (no auth, 500 ms adverts): lb1
+/// master from its interface address, lb2 backup; SIGTERM hands over.
+#[test]
+fn lab_vrrp_smoke_multicast_v3() {
+    // SAFETY: plain syscall.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "lab_vrrp_smoke_multicast_v3 must run as root"
+    );
+    let lab = Lab::builder("vm")
+        .lb_nodes(2)
+        .backends(1)
+        .client_addrs(1)
+        .add_vips(false)
+        .build()
+        .expect("lab builds");
+    let prefix = lab.prefix().to_string();
+    let pins = [lab.lbd_pin_dir(1), lab.lbd_pin_dir(2)];
+    let vip = lab.vip();
+    let (lb1_name, lb2_name) = (lab.lb_node_name(1), lab.lb_node_name(2));
+    let service = ServiceConfig::tcp("web", vip, 80, lab.backend_configs(80, &[]));
+    let mut text = lab
+        .lbd_config(vec![service])
+        .render()
+        .expect("config renders");
+    text.push_str(&format!(
+        r#"
+[[vrrp]]
+name = "mc"
+virtual_router_id = 52
+priority = {{ "{lb1_name}" = 150, "{lb2_name}" = 100 }}
+advert_interval = "500ms"
+vips = ["{vip}"]
+"#
+    ));
+    let config = lab.dir().join("lbd.toml");
+    std::fs::write(&config, text).expect("config written");
+    let mut lb1 = lab.start_lbd(1, &config).expect("lb1 starts");
+    let mut lb2 = lab.start_lbd(2, &config).expect("lb2 starts");
+    lb1.wait_for_log(Duration::from_secs(20), |log| {
+        log.contains("VRRP mc: backup -> master (master down), priority 150")
+    })
+    .expect("lb1 becomes master");
+    // Let lb2 hear a few adverts.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(holds_vip(&lab, "lb1", vip) && !holds_vip(&lab, "lb2", vip));
+    let s2 = vrrp_status(&lab, 2, &config);
+    assert_eq!(s2["state"], "backup", "{s2}");
+    assert_eq!(s2["master"], topology::lb_front_addr(1).to_string(), "{s2}");
+    assert!(s2["adverts_received"].as_u64().unwrap() >= 3, "{s2}");
+    let signalled = Instant::now();
+    lb1.stop(Duration::from_secs(10)).expect("lb1 stops");
+    lb2.wait_for_log(Duration::from_secs(10), |log| {
+        log.contains("VRRP mc: backup -> master (peer resigned), priority 100")
+    })
+    .expect("lb2 takes over");
+    let takeover = signalled.elapsed();
+    eprintln!("graceful takeover (v3, 500 ms): {takeover:.2?} from SIGTERM");
+    assert!(takeover < GRACEFUL_TAKEOVER_BOUND, "{takeover:?}");
+    assert!(holds_vip(&lab, "lb2", vip) && !holds_vip(&lab, "lb1", vip));
+    drop((lb1, lb2));
+    lab.teardown().expect("teardown");
+    for pin in &pins {
+        assert_nothing_left(&prefix, pin);
+    }
+}
