@@ -386,6 +386,15 @@ pub fn check_pinned(pins: &PinDir, limits: &Limits) -> Result<()> {
                 path.display()
             );
         }
+        if name == map_names::REASONS && info.max_entries() != super::limits::REASONS_ENTRIES {
+            bail!(
+                "the pinned map {} counts {} reasons, this agent knows {}: an agent of another build left \
+                 it; run `lbd stop --detach` (traffic stops) and start again",
+                path.display(),
+                info.max_entries(),
+                super::limits::REASONS_ENTRIES
+            );
+        }
         if let Some(&want) = expect.get(name)
             && info.max_entries() != want
         {
