@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::TransitionReport;
 use super::advert::Advertiser;
+use super::lease::LeaseKeeper;
 use super::probes;
 use super::seq::unix_now_ms;
 use super::status::StatusCell;
@@ -59,6 +60,8 @@ pub struct Instance {
     io: Io,
     xdp: XdpProbe,
     garp_task: Option<JoinHandle<()>>,
+    /// Renewed by our adverts while master; `None` without a data path.
+    lease: Option<Arc<LeaseKeeper>>,
 }
 
 impl Instance {
@@ -68,6 +71,7 @@ impl Instance {
         xdp: XdpProbe,
         status: StatusCell,
         reports: UnboundedSender<TransitionReport>,
+        lease: Option<Arc<LeaseKeeper>>,
     ) -> Self {
         Instance {
             vip_set: spec.rx.vips.iter().copied().collect(),
@@ -80,6 +84,7 @@ impl Instance {
             io,
             xdp,
             garp_task: None,
+            lease,
             spec,
         }
     }
@@ -210,11 +215,22 @@ impl Instance {
                 return;
             }
         };
+        let mut sent = false;
         for (dst, datagram) in datagrams {
             match self.io.socket.send_datagram(dst, &datagram).await {
-                Ok(()) => self.status.update(|s| s.adverts_sent += 1),
+                Ok(()) => {
+                    sent = true;
+                    self.status.update(|s| s.adverts_sent += 1);
+                }
                 Err(e) => tracing::warn!("VRRP {}: {e:#}", self.spec.name),
             }
+        }
+        // Priority 0 resigns: it must not extend the lease.
+        if sent
+            && priority > 0
+            && let Some(lease) = &self.lease
+        {
+            lease.advert_sent(&self.spec.name, self.spec.machine.advert_interval);
         }
     }
 
@@ -254,6 +270,11 @@ impl Instance {
                 self.spec.name
             ),
             None => tracing::info!("VRRP {}: {t}", self.spec.name),
+        }
+        if t.from == State::Master
+            && let Some(lease) = &self.lease
+        {
+            lease.left_master(&self.spec.name);
         }
         self.status.update(|s| s.transitions += 1);
         // The agent may be gone (shutting down); nothing to tell then.

@@ -9,8 +9,8 @@
 //! capability fails the agent's start with a clear error. An instance whose
 //! VIPs are on the interface while the lease is still fresh resumes as
 //! master (`resume`); otherwise VIPs left behind are removed and it starts
-//! as backup. The lease is renewed while the thread runs and expired after
-//! a graceful shutdown.
+//! as backup. The lease is renewed by the adverts of master instances
+//! (`lease::LeaseKeeper`) and expired after a graceful shutdown.
 
 pub mod advert;
 pub mod instance;
@@ -185,7 +185,6 @@ fn thread_main(
         }
     };
     runtime.block_on(async move {
-        let plan = lease::plan(&options.instances);
         let lease = options.lease.clone();
         let prepared = match prepare(options, cells, reports).await {
             Ok(prepared) => prepared,
@@ -200,10 +199,6 @@ fn thread_main(
             .map(|(instance, _)| instance.name().to_string())
             .collect();
         let _ = ready.send(Ok(resumed));
-        let keeper = match (&lease, plan) {
-            (Some(lease), Some(plan)) => Some(tokio::spawn(lease::keep(lease.clone(), plan))),
-            _ => None,
-        };
         let tasks: Vec<_> = prepared
             .into_iter()
             .zip(receivers)
@@ -213,9 +208,6 @@ fn thread_main(
             if let Err(e) = task.await {
                 tracing::error!("a VRRP instance task failed: {e}");
             }
-        }
-        if let Some(keeper) = keeper {
-            keeper.abort();
         }
         if let Some(lease) = lease {
             match lease.expire() {
@@ -242,6 +234,10 @@ async fn prepare(
         }),
         None => None,
     };
+    let keeper = options
+        .lease
+        .clone()
+        .map(|store| Arc::new(lease::LeaseKeeper::new(store)));
     let mut out = Vec::new();
     for (spec, cell) in options.instances.into_iter().zip(cells) {
         let iface = spec.interface.clone();
@@ -276,8 +272,14 @@ async fn prepare(
             link_pin: options.xdp_link.clone(),
             ifindex: options.xdp_ifindex,
         };
-        let mut instance =
-            Instance::new(spec, Io { socket, garp, vips }, xdp, cell, reports.clone());
+        let mut instance = Instance::new(
+            spec,
+            Io { socket, garp, vips },
+            xdp,
+            cell,
+            reports.clone(),
+            keeper.clone(),
+        );
         for (condition, holds) in &options.conditions {
             instance.preset(condition, *holds);
         }
