@@ -37,6 +37,7 @@
 mod apps;
 pub mod binaries;
 pub mod counters;
+pub mod keepalived;
 mod lbd;
 pub mod names;
 pub mod netns;
