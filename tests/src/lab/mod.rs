@@ -35,6 +35,7 @@
 //! labs whose process died.
 
 mod apps;
+pub mod arp;
 pub mod binaries;
 pub mod counters;
 pub mod keepalived;
