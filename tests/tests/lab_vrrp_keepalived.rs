@@ -22,9 +22,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use lb_tests::lab::keepalived::{Auth, AuthKind, Keepalived, VrrpSetup, held_vips};
-use lb_tests::lab::{Lab, Lbd, ServiceConfig, arp, assert_nothing_left};
+use lb_tests::lab::{Lab, Lbd, ServiceConfig, arp, assert_nothing_left, vrrp_status};
 use serde_json::Value;
 
 const VIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 20)];
@@ -57,21 +57,10 @@ fn write_lbd_config(lab: &Lab, setup: &VrrpSetup) -> PathBuf {
     path
 }
 
-/// lbd's status of the (only) VRRP instance.
 fn vrrp_status(lab: &Lab, config: &Path) -> Result<Value> {
-    let config = config.to_str().context("utf-8 config path")?;
-    let out = lab.lbd_command(1, &["status", "--config", config])?;
-    let status: Value =
-        serde_json::from_slice(&out.stdout).context("lbd status does not print JSON")?;
-    let instance = status["vrrp"][0].clone();
-    if instance.is_null() {
-        bail!("lbd status has no vrrp instance: {status}");
-    }
-    Ok(instance)
+    vrrp_status::instance_status(lab, 1, config)
 }
 
-/// Polls lbd's status until the instance is in `state`; returns how long
-/// that took and the status then.
 fn wait_lbd_state(
     lab: &Lab,
     lbd: &mut Lbd,
@@ -79,23 +68,7 @@ fn wait_lbd_state(
     state: &str,
     timeout: Duration,
 ) -> Result<(Duration, Value)> {
-    let start = Instant::now();
-    loop {
-        let last = match vrrp_status(lab, config) {
-            Ok(s) if s["state"] == state => return Ok((start.elapsed(), s)),
-            Ok(s) => s.to_string(),
-            Err(e) => format!("{e:#}"),
-        };
-        lbd.check_running()?;
-        if start.elapsed() > timeout {
-            bail!(
-                "lbd not {state} within {timeout:?}; last status: {}\nlbd log ends with:\n{}",
-                last,
-                lbd.log_tail(25)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    vrrp_status::wait_for_state(lab, 1, lbd, config, state, timeout)
 }
 
 /// Fails unless lbd's drop counters are all zero: it accepted every one of
