@@ -110,6 +110,20 @@ fn assert_holder(lab: &Lab, holder: usize, stale_other: bool, step: &str) {
     }
 }
 
+/// How long until lb1 no longer answers ARP for the first VIP (`None`:
+/// still answering after `within`).
+fn lb1_silent_after(lab: &Lab, within: Duration) -> Option<Duration> {
+    let lb1 = arp::eth0_mac(lab, "lb1").unwrap();
+    let start = Instant::now();
+    while start.elapsed() <= within {
+        let answers = arp::who_has(lab, "cl", CLIENT, VIPS[0], Duration::from_millis(50)).unwrap();
+        if !answers.contains(&lb1) {
+            return Some(start.elapsed());
+        }
+    }
+    None
+}
+
 fn assert_keepalived_content(ka: &Keepalived, step: &str) {
     let complaints = ka.protocol_complaints();
     assert!(
@@ -181,7 +195,16 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     );
     drop(lbd);
     // lbd's lease was valid for its master-down interval from its last
-    // renewal, which is over by now.
+    // renewal; its XDP program stops answering ARP for the VIPs when that
+    // runs out. The renewal is not tied to the last advert, so the lease
+    // may outlive keepalived's takeover by up to one advert interval.
+    let overlap = lb1_silent_after(&lab, interval + Duration::from_millis(300));
+    let lbd_overlap = overlap.unwrap_or_else(|| {
+        panic!(
+            "4: lb1 (lbd killed) still answers ARP for the VIPs {:?} after keepalived took over",
+            interval + Duration::from_millis(300)
+        )
+    });
     assert_holder(&lab, 2, true, "4 (lbd killed)");
 
     // 5. Reverse roles: lbd back with a lower priority stays backup (and
@@ -232,7 +255,8 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
 
     println!(
         "{mode}: keepalived master {lbd_sigterm:?} after lbd's SIGTERM (skew {:?}), \
-         {lbd_kill9:?} after kill -9 (master-down {ka_down:?}, bound {:?}); \
+         {lbd_kill9:?} after kill -9 (master-down {ka_down:?}, bound {:?}), \
+         lb1 still answered ARP {lbd_overlap:?} after that; \
          lbd master {keepalived_sigterm:?} after keepalived's SIGTERM (skew {:?})",
         setup.skew(100),
         2 * ka_down + SLACK,
