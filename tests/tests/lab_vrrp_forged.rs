@@ -307,9 +307,10 @@ fn send_raw(lab: &Lab, node: &str, dst: Ipv4Addr, datagrams: &[Vec<u8>]) {
     .unwrap();
 }
 
-/// The AH sequence number of the next advert lbd sends to `node`
-/// (short name), read with a raw AH socket there.
-fn sniff_ah_seq(lab: &Lab, node: &str) -> u32 {
+/// The next AH datagram that arrives in `node`'s (short name) namespace,
+/// read with a raw AH socket there (the VRRP daemon there gets its own
+/// copy).
+fn sniff_ah(lab: &Lab, node: &str) -> Vec<u8> {
     lab.run_in(node, || {
         // SAFETY: plain syscall; closed below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, i32::from(PROTO_AH)) };
@@ -337,11 +338,16 @@ fn sniff_ah_seq(lab: &Lab, node: &str) -> u32 {
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         // SAFETY: our fd.
         unsafe { libc::close(fd) };
-        assert!(n >= 32, "no AH advert from lbd within 5 s");
-        let ihl = usize::from(buf[0] & 0x0f) * 4;
-        u32::from_be_bytes(buf[ihl + 8..ihl + 12].try_into().unwrap())
+        assert!(n >= 44, "no AH advert within 5 s");
+        buf[..n as usize].to_vec()
     })
     .unwrap()
+}
+
+/// The AH sequence number of an IPv4 + AH datagram.
+fn ah_seq(datagram: &[u8]) -> u32 {
+    let ihl = usize::from(datagram[0] & 0x0f) * 4;
+    u32::from_be_bytes(datagram[ihl + 8..ihl + 12].try_into().unwrap())
 }
 
 fn start(b: &Bench, lbd_state: &str) -> (Lbd, Keepalived) {
@@ -496,7 +502,7 @@ fn forged_ah_adverts_leave_the_master_alone() {
     let (mut lbd, ka) = start(&b, "master");
     let p = b.hostile_priority;
     // Above anything lbd has sent so far: only the damage can be wrong.
-    let seq = sniff_ah_seq(&b.lab, "lb2") + 1_000;
+    let seq = ah_seq(&sniff_ah(&b.lab, "lb2")) + 1_000;
     let base = Forgery {
         advert: b.genuine(p),
         wrap: b.genuine_wrap(seq),
@@ -561,6 +567,47 @@ fn forged_ah_adverts_leave_the_master_alone() {
         "higher priority, old sequence number",
         "ah_replay",
         &[b.datagram(&stale, 0x4300)],
+        &mut lbd,
+    );
+    b.finish((lbd, ka));
+}
+
+#[test]
+fn forged_and_replayed_ah_adverts_leave_the_backup_alone() {
+    let ah = Some(Auth {
+        kind: AuthKind::Ah,
+        password: PASSWORD.into(),
+    });
+    let b = bench(2, ah, true, false);
+    let (mut lbd, ka) = start(&b, "backup");
+    // keepalived's own advert to lbd, captured on the way in: lbd has
+    // accepted it, so sending it again is a replay.
+    let captured = sniff_ah(&b.lab, "lb1");
+    assert_eq!(
+        &captured[12..16],
+        &b.peer.octets(),
+        "captured from keepalived"
+    );
+    let replays = vec![captured.clone(); COPIES as usize];
+    b.expect_dropped(
+        "replayed keepalived advert",
+        "ah_replay",
+        &replays,
+        &mut lbd,
+    );
+    // keepalived resigning (priority 0), with the wrong key.
+    let resign = Forgery {
+        advert: b.genuine(b.hostile_priority),
+        wrap: Wrap::Ah {
+            password: "Pass1235",
+            seq: ah_seq(&captured) + 1_000,
+        },
+        damage: no_damage,
+    };
+    b.expect_dropped(
+        "priority 0, wrong AH key",
+        "ah_icv",
+        &b.copies(&resign),
         &mut lbd,
     );
     b.finish((lbd, ka));
