@@ -104,7 +104,7 @@ fn assert_holder(lab: &Lab, holder: usize, stale_other: bool, step: &str) {
         let answers = arp::who_has(lab, "cl", CLIENT, vip, ARP_LISTEN).unwrap();
         assert_eq!(
             answers,
-            [mac.clone()],
+            std::slice::from_ref(&mac),
             "{step}: ARP for {vip} should be answered by {h} ({mac}) alone"
         );
     }

@@ -121,10 +121,10 @@ fn probe(own: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr, listen: Duration) -> 
         if n < 0 {
             continue;
         }
-        if let Some(mac) = reply_from(&buf[..n as usize], target) {
-            if !macs.contains(&mac) {
-                macs.push(mac);
-            }
+        if let Some(mac) = reply_from(&buf[..n as usize], target)
+            && !macs.contains(&mac)
+        {
+            macs.push(mac);
         }
     }
     macs.sort();
