@@ -7,6 +7,15 @@
 //! same VIPs on lb1, and exactly the matching drop counter rose by the
 //! number of packets sent (no other counter moved).
 //!
+//! Modes: VRRPv3 multicast with lbd master (TTL, checksum, VRID,
+//! truncation, length, VIP list, version), VRRPv2 PASS with lbd backup
+//! (password, auth type, interval, checksum, VIP list; AH toward a PASS
+//! instance is not even heard), VRRPv2 AH with lbd master (wrong key,
+//! missing AH, cut AH, replayed and old sequence numbers) and with lbd
+//! backup (a captured keepalived advert replayed, a resignation with the
+//! wrong key). A last test shows the forger's undamaged adverts do move a
+//! real peer (keepalived), so the drops above are not vacuous.
+//!
 //! Drop labels follow `lb_userspace::vrrp::check`: a foreign VRID is
 //! counted (`vrid`), not ignored silently; TTL is checked for multicast
 //! instances only (as keepalived does), so the TTL case runs in the

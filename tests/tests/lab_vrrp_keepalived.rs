@@ -5,6 +5,8 @@
 //! 1. lbd (101) master, keepalived (100) backup;
 //! 2. SIGTERM lbd: keepalived master within its skew time (+1 s slack);
 //! 3. lbd back: it preempts, keepalived backup again;
+//!    3b. kill -9 lbd and restart it at once: it resumes as master from
+//!    its lease, keepalived never leaves BACKUP;
 //! 4. kill -9 lbd: keepalived master within 2 x master-down + 1 s;
 //! 5. lbd restarted with priority 90: keepalived stays master, lbd backup;
 //! 6. SIGTERM keepalived: lbd master within its skew time (+1 s slack).
@@ -162,10 +164,15 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     // 2. SIGTERM lbd: priority 0 advert, keepalived takes over at its skew.
     let bound = setup.skew(100) + SLACK;
     let t = Instant::now();
-    lbd.stop(Duration::from_secs(5)).unwrap();
+    lbd.signal(libc::SIGTERM).unwrap();
     ka.wait_for_state("MASTER", bound + Duration::from_secs(5))
         .unwrap();
     let lbd_sigterm = t.elapsed();
+    let status = lbd.stop(Duration::from_secs(5)).unwrap();
+    assert!(
+        status.success(),
+        "2: lbd exits cleanly on SIGTERM: {status}"
+    );
     assert!(
         lbd_sigterm <= bound,
         "2: keepalived took {lbd_sigterm:?} after lbd's SIGTERM, bound {bound:?}"
@@ -181,6 +188,35 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     let status = vrrp_status(&lab, &config).unwrap();
     assert_no_drops(&status, "3");
     assert_holder(&lab, 1, false, "3 (lbd preempted)");
+
+    // 3b. kill -9 and an immediate restart: the new agent finds a fresh
+    //     lease and its VIPs and resumes as master before keepalived's
+    //     master-down runs out; keepalived never leaves BACKUP and accepts
+    //     the new agent's adverts (with AH: sequence numbers above the
+    //     killed agent's).
+    let states_before = ka.states();
+    let t = Instant::now();
+    lbd.signal(libc::SIGKILL).unwrap();
+    drop(lbd);
+    let mut lbd = lab.start_lbd(1, &config).unwrap();
+    wait_lbd_state(&lab, &mut lbd, &config, "master", ka_down).unwrap();
+    let lbd_resume = t.elapsed();
+    assert!(
+        lbd.log().contains("resumed with a fresh lease"),
+        "3b: lbd resumes as master from its lease; log ends with:\n{}",
+        lbd.log_tail(15)
+    );
+    std::thread::sleep(ka_down + interval);
+    assert_eq!(
+        ka.states(),
+        states_before,
+        "3b: keepalived changed state while lbd restarted within master-down"
+    );
+    assert_keepalived_content(&ka, "3b");
+    let status = vrrp_status(&lab, &config).unwrap();
+    assert_eq!(status["state"], "master", "3b: {status}");
+    assert_no_drops(&status, "3b");
+    assert_holder(&lab, 1, false, "3b (lbd restarted)");
 
     // 4. kill -9 lbd: keepalived waits out master-down.
     let bound = 2 * ka_down + SLACK;
@@ -235,7 +271,7 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     // 6. SIGTERM keepalived: its priority 0 advert hands over to lbd.
     let bound = setup.skew(90) + SLACK;
     let t = Instant::now();
-    ka.stop(Duration::from_secs(5)).unwrap();
+    ka.terminate().unwrap();
     let (_, status) = wait_lbd_state(
         &lab,
         &mut lbd,
@@ -245,6 +281,8 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     )
     .unwrap();
     let keepalived_sigterm = t.elapsed();
+    ka.wait_exit(Duration::from_secs(5)).unwrap();
+    let keepalived_exit = t.elapsed();
     assert!(
         keepalived_sigterm <= bound,
         "6: lbd took {keepalived_sigterm:?} after keepalived's SIGTERM, bound {bound:?}"
@@ -257,7 +295,9 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
         "{mode}: keepalived master {lbd_sigterm:?} after lbd's SIGTERM (skew {:?}), \
          {lbd_kill9:?} after kill -9 (master-down {ka_down:?}, bound {:?}), \
          lb1 still answered ARP {lbd_overlap:?} after that; \
-         lbd master {keepalived_sigterm:?} after keepalived's SIGTERM (skew {:?})",
+         kill -9 + restart: master again {lbd_resume:?} after the kill; \
+         lbd master {keepalived_sigterm:?} after keepalived's SIGTERM (skew {:?}; \
+         keepalived exited after {keepalived_exit:?})",
         setup.skew(100),
         2 * ka_down + SLACK,
         setup.skew(90)

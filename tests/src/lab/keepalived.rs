@@ -479,15 +479,29 @@ impl Keepalived {
     /// SIGTERM, as `systemctl stop keepalived`: a master sends a priority 0
     /// advert and removes its VIPs. Waits for the exit, then kills.
     pub fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        if let Some(status) = self.child.try_wait()? {
-            return Ok(status);
+        self.terminate()?;
+        self.wait_exit(timeout)
+    }
+
+    /// Sends SIGTERM and returns at once (keepalived 2.2 takes about a
+    /// second to exit, having handed over long before).
+    pub fn terminate(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_none() {
+            // SAFETY: our own child, not yet reaped, so the pid is still ours.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         }
-        // SAFETY: our own child, not yet reaped, so the pid is still ours.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for keepalived to exit, then kills it.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
