@@ -296,7 +296,7 @@ impl Instance {
         }
         let priority = self.tracking.priority();
         tracing::info!(
-            "VRRP {}: tracked {condition:?} {}, effective priority {priority}",
+            "VRRP {}: tracked {condition} {}, effective priority {priority}",
             self.spec.name,
             if holds { "holds" } else { "fails" },
         );
