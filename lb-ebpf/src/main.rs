@@ -85,8 +85,7 @@ fn process(ctx: &XdpContext) -> u32 {
     // and ICMP included.
     // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let settings = SETTINGS.get(0);
-    if lease::expired(settings, now) && lease::moves_with_vrrp(iph.daddr) {
+    if lease::expired(SETTINGS.get(0), now) && lease::moves_with_vrrp(iph.daddr) {
         return counters::drop(reason::LEASE_EXPIRED);
     }
 
@@ -176,7 +175,9 @@ fn process(ctx: &XdpContext) -> u32 {
 
     // 3. A backend answering inside the SNAT port range: a handshake reply, or
     // nothing we know, which must not reach the host's stack (it would RST).
-    if let Some(s) = settings {
+    // Looked up again rather than kept from the lease check: holding the
+    // pointer across the flow and service lookups costs spills on every path.
+    if let Some(s) = SETTINGS.get(0) {
         let port = u16::from_be(dport);
         if port >= s.snat_port_min && port <= s.snat_port_max {
             if pkt.proto == IPPROTO_TCP {
