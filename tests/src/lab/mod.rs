@@ -35,8 +35,10 @@
 //! labs whose process died.
 
 mod apps;
+pub mod arp;
 pub mod binaries;
 pub mod counters;
+pub mod keepalived;
 mod lbd;
 pub mod names;
 pub mod netns;
@@ -45,6 +47,7 @@ pub mod rlimit;
 mod setup;
 pub mod sources;
 pub mod topology;
+pub mod vrrp_status;
 mod xdp_peer;
 
 pub use apps::{LabServer, connect_from, echo_line, fetch_name, read_line};
