@@ -56,6 +56,9 @@ enum Command {
         #[command(subcommand)]
         command: BackendCommand,
     },
+    /// Print the argon2id hash of a password for `[[admin.user]] password_hash`
+    /// (asked twice on a terminal, read as one line from a pipe).
+    Passwd,
     /// Print the running agent's services and backends (health, admin
     /// state, ids) as JSON.
     Status {
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
             &target,
             &state,
         )),
+        Command::Passwd => report(lb_userspace::admin::passwd::command()),
         Command::Status { config, node } => report(lb_userspace::agent::control_client::status(
             &config,
             node.as_deref(),
