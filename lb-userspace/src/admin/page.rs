@@ -249,7 +249,8 @@ fn service_table(body: &mut String, service: &ServiceStatus, controls: bool, now
     }
     body.push_str(
         "<th>Backend</th><th>State</th><th>Since</th><th>Last check</th><th>Weight</th>\
-         <th>Active flows</th><th>New/s</th><th>Packets in/out</th><th>Bytes in/out</th></tr>",
+         <th>Active flows</th><th>New/s</th><th>Packets to / from backend</th>\
+         <th>Bytes to / from backend</th></tr>",
     );
     for backend in &service.backends {
         backend_row(body, &service.name, backend, controls, now);

@@ -914,3 +914,81 @@ async fn the_served_page_works_over_tcp_with_a_session() {
     assert!(reply.contains("id=\"set-drain\"") && reply.contains("row-horizon-cs1"));
     server.abort();
 }
+
+/// The issue's "a flood of logins cannot starve the agent": the admin page
+/// runs on its own thread and pool, so a runtime standing in for the agent
+/// loop (answering the page's requests, ticking like the health checks)
+/// keeps its timing while dozens of clients hammer the login form.
+#[test]
+fn a_login_flood_leaves_the_agent_runtime_on_time() {
+    use std::io::{Read, Write};
+    let agent = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen: std::net::SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin = crate::config::Admin {
+        listen,
+        refresh: Duration::from_secs(30),
+        users: users(),
+    };
+    let (lateness, codes) = agent.block_on(async {
+        let (requests, _) = fake_agent(horizon());
+        let servers = super::start(Some(&admin), &[], requests).unwrap().unwrap();
+        let flood = std::thread::spawn(move || {
+            let clients: Vec<_> = (0..16)
+                .map(|i| {
+                    std::thread::spawn(move || {
+                        let mut codes = Vec::new();
+                        for _ in 0..4 {
+                            let body = format!("user=admin&password=guess{i}");
+                            let Ok(mut stream) = std::net::TcpStream::connect(listen) else {
+                                continue;
+                            };
+                            let _ = write!(
+                                stream,
+                                "POST /login HTTP/1.1\r\nHost: {listen}\r\n\
+                                 Content-Type: application/x-www-form-urlencoded\r\n\
+                                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let mut reply = String::new();
+                            let _ = stream.read_to_string(&mut reply);
+                            codes.push(reply.get(9..12).unwrap_or("").to_string());
+                        }
+                        codes
+                    })
+                })
+                .collect();
+            clients
+                .into_iter()
+                .flat_map(|c| c.join().unwrap())
+                .collect::<Vec<String>>()
+        });
+        // The "agent loop": a 20 ms tick, like a fast health check interval.
+        let mut worst = Duration::ZERO;
+        let period = Duration::from_millis(20);
+        let mut next = tokio::time::Instant::now() + period;
+        while !flood.is_finished() {
+            tokio::time::sleep_until(next).await;
+            worst = worst.max(tokio::time::Instant::now() - next);
+            next += period;
+        }
+        drop(servers);
+        (worst, flood.join().unwrap())
+    });
+    let busy = codes.iter().filter(|c| *c == "503").count();
+    let refused = codes.iter().filter(|c| *c == "401").count();
+    println!("flood: {busy} busy, {refused} refused; worst tick lateness {lateness:?}");
+    assert_eq!(busy + refused, codes.len(), "only 401 and 503: {codes:?}");
+    assert!(busy > 0, "the flood filled the pool: {codes:?}");
+    assert!(
+        lateness < Duration::from_millis(250),
+        "the agent's tick was {lateness:?} late under the flood"
+    );
+}
