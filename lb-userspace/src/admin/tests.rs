@@ -19,11 +19,9 @@ use tower::ServiceExt;
 
 use super::{
     agent_link::{AgentLink, Snapshot},
-    auth::Auth,
     metrics, passwd,
     pool::HashPool,
     server::{AppState, Shared, router},
-    session::Sessions,
 };
 use crate::agent::{
     admin_view::{AdminState, AdminView},
@@ -32,7 +30,7 @@ use crate::agent::{
     observed::{self, Observed},
     state::{Ids, limits},
 };
-use crate::config::{AdminUser, Config, Role};
+use crate::config::{Admin, AdminUser, Config, Role};
 use crate::health::BackendKey;
 
 const ADMIN_PW: &str = "admin-pw";
@@ -59,6 +57,14 @@ fn users() -> Vec<AdminUser> {
             password_hash: view.clone(),
         },
     ]
+}
+
+fn admin_config(users: Vec<AdminUser>) -> Admin {
+    Admin {
+        listen: HOST.parse().unwrap(),
+        refresh: Duration::from_secs(30),
+        users,
+    }
 }
 
 fn horizon() -> Config {
@@ -154,12 +160,12 @@ impl Fixture {
 
     fn with_pool(pool: HashPool) -> Self {
         let (requests, admin) = fake_agent(horizon());
-        let state = Arc::new(AppState {
-            agent: AgentLink::new(requests),
-            auth: Auth::new(&users(), pool.clone(), Duration::from_millis(150)),
-            sessions: Sessions::default(),
-            refresh: Duration::from_secs(30),
-        });
+        let state = Arc::new(AppState::new(
+            AgentLink::new(requests),
+            &admin_config(users()),
+            pool.clone(),
+            Duration::from_millis(150),
+        ));
         Fixture { state, admin, pool }
     }
 
@@ -991,4 +997,70 @@ fn a_login_flood_leaves_the_agent_runtime_on_time() {
         lateness < Duration::from_millis(250),
         "the agent's tick was {lateness:?} late under the flood"
     );
+}
+
+#[tokio::test]
+async fn a_reload_changes_users_and_ends_their_old_sessions() {
+    let f = Fixture::new();
+    let (monitor_cookie, _) = f.login("monitor", VIEW_PW).await;
+    let (admin_cookie, _) = f.login("admin", ADMIN_PW).await;
+    let (status, _, _) = f
+        .send(
+            Method::GET,
+            "/api/v1/status",
+            &[basic("admin", ADMIN_PW)],
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The admin's password changes, monitor goes, the page refreshes faster.
+    let new_password = "rotated-pw";
+    let mut reloaded = admin_config(vec![AdminUser {
+        name: "admin".into(),
+        role: Role::Admin,
+        password_hash: passwd::hash_password(new_password).unwrap(),
+    }]);
+    reloaded.refresh = Duration::from_secs(7);
+    f.state.update(&reloaded);
+
+    let (status, _, _) = f
+        .send(
+            Method::GET,
+            "/api/v1/status",
+            &[basic("admin", ADMIN_PW)],
+            "",
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the old password is forgotten"
+    );
+    let (status, _, _) = f
+        .send(
+            Method::GET,
+            "/api/v1/status",
+            &[("cookie", monitor_cookie)],
+            "",
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a removed user's session ends"
+    );
+    let (status, _, page) = f
+        .send(Method::GET, "/stats", &[("cookie", admin_cookie)], "")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a user kept with the same role stays in"
+    );
+    assert!(page.contains("content=\"7; url=/stats\""));
+    let (status, _, _) = f
+        .send(Method::GET, "/metrics", &[basic("admin", new_password)], "")
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }
