@@ -13,6 +13,7 @@ pub mod health_view;
 pub mod observed;
 pub mod state;
 pub mod state_file;
+pub mod status_text;
 
 use std::{
     net::Ipv4Addr,
