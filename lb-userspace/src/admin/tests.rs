@@ -1064,3 +1064,65 @@ async fn a_reload_changes_users_and_ends_their_old_sessions() {
         .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Collects what tracing writes, for log assertions.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn wrong_logins_are_logged_with_user_and_peer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let f = Fixture::new();
+    let listener = super::listener::bind_freebind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(super::server::serve(listener, f.state.clone()));
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let client = stream.local_addr().unwrap();
+    let body = "user=mallory&password=guess";
+    stream
+        .write_all(
+            format!(
+                "POST /login HTTP/1.1\r\nHost: {address}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    server.abort();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("login refused"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{text}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("user=mallory"), "{line}");
+    assert!(line.contains(&format!("peer={client}")), "{line}");
+    assert!(
+        !line.contains("guess"),
+        "the password is never logged: {line}"
+    );
+}
