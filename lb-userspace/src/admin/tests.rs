@@ -365,8 +365,13 @@ async fn readonly_users_see_everything_but_no_controls() {
         .send(Method::GET, "/stats", &[basic("admin", ADMIN_PW)], "")
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains("value=\"horizon/cs1\""));
+    assert!(page.contains("value=\"horizon/cs1\" id=\"sel-horizon-cs1\""));
     assert!(page.contains("id=\"set-drain\"") && page.contains("id=\"set-maint\""));
+    assert_eq!(
+        page.matches("id=\"set-drain\"").count(),
+        1,
+        "ids are unique"
+    );
 }
 
 #[tokio::test]
