@@ -1095,6 +1095,9 @@ async fn wrong_logins_are_logged_with_user_and_peer() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests may have hit the callsite first with no subscriber at all,
+    // and tracing caches that "nobody listens"; ask again.
+    tracing::callsite::rebuild_interest_cache();
     let f = Fixture::new();
     let listener = super::listener::bind_freebind("127.0.0.1:0".parse().unwrap()).unwrap();
     let address = listener.local_addr().unwrap();
