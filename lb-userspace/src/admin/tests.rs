@@ -1134,3 +1134,64 @@ async fn wrong_logins_are_logged_with_user_and_peer() {
         "the password is never logged: {line}"
     );
 }
+
+#[test]
+fn started_servers_take_reloaded_users_and_keep_their_listener() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen: std::net::SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let (requests, _) = runtime.block_on(async { fake_agent(horizon()) });
+    let mut first = admin_config(users());
+    first.listen = listen;
+    let mut servers = super::start(Some(&first), &[], requests).unwrap().unwrap();
+    let status_of = |user: &str, password: &str| -> String {
+        let (name, value) = basic(user, password);
+        // The fake agent answers on `runtime`; drive it while the client waits.
+        let request = format!(
+            "GET /api/v1/status HTTP/1.1\r\nHost: {listen}\r\n{name}: {value}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        runtime.block_on(async {
+            tokio::task::spawn_blocking(move || {
+                let mut stream = std::net::TcpStream::connect(listen).unwrap();
+                stream.write_all(request.as_bytes()).unwrap();
+                let mut reply = String::new();
+                stream.read_to_string(&mut reply).unwrap();
+                reply.get(9..12).unwrap_or("").to_string()
+            })
+            .await
+            .unwrap()
+        })
+    };
+    assert_eq!(status_of("admin", ADMIN_PW), "200");
+    assert_eq!(status_of("ops", "ops-pw"), "401");
+
+    let mut second = first.clone();
+    second.users.push(AdminUser {
+        name: "ops".into(),
+        role: Role::Readonly,
+        password_hash: passwd::hash_password("ops-pw").unwrap(),
+    });
+    servers.update(Some(&second), &[]);
+    assert_eq!(
+        status_of("ops", "ops-pw"),
+        "200",
+        "a new user works at once"
+    );
+
+    // A new listen address needs a restart: the old listener keeps serving.
+    let mut moved = second.clone();
+    moved.listen = "127.0.0.1:1".parse().unwrap();
+    servers.update(Some(&moved), &[]);
+    assert_eq!(status_of("ops", "ops-pw"), "200");
+    drop(servers);
+}
