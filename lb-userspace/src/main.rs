@@ -56,13 +56,20 @@ enum Command {
         #[command(subcommand)]
         command: BackendCommand,
     },
+    /// Print the argon2id hash of a password for `[[admin.user]] password_hash`
+    /// (asked twice on a terminal, read as one line from a pipe).
+    Passwd,
     /// Print the running agent's services and backends (health, admin
-    /// state, ids) as JSON.
+    /// state, last check, flows, traffic): tables on a terminal, JSON when
+    /// piped or with --json.
     Status {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         node: Option<String>,
+        /// JSON even on a terminal.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -122,10 +129,16 @@ fn main() -> ExitCode {
             &target,
             &state,
         )),
-        Command::Status { config, node } => report(lb_userspace::agent::control_client::status(
-            &config,
-            node.as_deref(),
-        )),
+        Command::Passwd => report(lb_userspace::admin::passwd::command()),
+        Command::Status { config, node, json } => {
+            use std::io::IsTerminal;
+            let text = !json && std::io::stdout().is_terminal();
+            report(lb_userspace::agent::control_client::status(
+                &config,
+                node.as_deref(),
+                text,
+            ))
+        }
     }
 }
 
