@@ -67,9 +67,10 @@ pub struct GarpBurst {
     pub repeat_delay: Duration,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    #[default]
     Initialize,
     Backup,
     Master,

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::vrrp::state::State;
 
-/// One instance as `lbd status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One instance as `lbd status` shows it. Fields missing from a status
+/// read back (an older agent) take their defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct InstanceStatus {
     pub name: String,
     pub state: State,
