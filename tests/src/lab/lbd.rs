@@ -40,6 +40,9 @@ pub struct LbdConfig {
     pub nodes: BTreeMap<String, NodeConfig>,
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// `[[vrrp]]` instances; none means single-node mode.
+    #[serde(rename = "vrrp", skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<super::vrrp::VrrpConfig>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -45,6 +45,7 @@ pub mod rlimit;
 mod setup;
 pub mod sources;
 pub mod topology;
+pub mod vrrp;
 mod xdp_peer;
 
 pub use apps::{LabServer, connect_from, echo_line, fetch_name, read_line};
