@@ -192,13 +192,12 @@ pub fn poll<T>(
     mut probe: impl FnMut() -> Result<Option<T>>,
 ) -> Result<(T, Duration)> {
     let start = Instant::now();
-    let mut last = String::from("not yet");
     loop {
-        match probe() {
+        let last = match probe() {
             Ok(Some(value)) => return Ok((value, start.elapsed())),
-            Ok(None) => last = "not yet".into(),
-            Err(e) => last = format!("{e:#}"),
-        }
+            Ok(None) => "not yet".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
         if start.elapsed() > timeout {
             bail!("{what}: not within {timeout:?} (last: {last})");
         }
