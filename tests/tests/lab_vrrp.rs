@@ -63,10 +63,12 @@ const CHECK_COUNT: u32 = 2;
 
 /// The lab's two-node setup and its running agents.
 struct Pair {
+    /// First, so the agents die (and print their logs on a panic) before
+    /// the lab removes their directory.
+    agents: [Option<Lbd>; 2],
     lab: Lab,
     configs: [PathBuf; 2],
     servers: Vec<LabServer>,
-    agents: [Option<Lbd>; 2],
     macs: [Mac; 2],
     /// When each agent's status first answered after its last start.
     ready_at: [Option<Instant>; 2],
