@@ -229,6 +229,10 @@ impl Pair {
         );
         assert!(elected <= bound, "lb1 took {elected:.2?} to become master");
         self.expect_holder(1);
+        // Traffic through lb1 gives the client an ARP entry for the VIP,
+        // which gratuitous ARPs then update (they never create one).
+        self.traffic_through(1, 10, "after the election");
+        self.client_points_at(1, Duration::ZERO);
         elected
     }
 
@@ -600,6 +604,9 @@ fn kill_9_and_restart_within_master_down_is_no_failover() {
     let lab = &pair.lab;
     let observe_until = master_down(PRIORITY[1], ADVERT) * 2 + Duration::from_secs(1);
     let (spreads, samples, killed_at, resumed_at, lb1_log) = std::thread::scope(|scope| {
+        // Stops the helper threads however this closure ends (a failed
+        // assertion included), so the scope can join them.
+        let _stop_on_exit = StopOnDrop(&stop);
         // New connections all along, 30 sources at a time.
         let traffic = scope.spawn(|| {
             let mut runs = Vec::new();
@@ -727,6 +734,15 @@ fn kill_9_and_restart_within_master_down_is_no_failover() {
         "lb1 did not forward every new connection"
     );
     pair.finish();
+}
+
+/// Raises a stop flag when dropped, also while unwinding.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// SIGKILL to a running agent, reaped at once; returns when it was sent
