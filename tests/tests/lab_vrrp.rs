@@ -842,7 +842,7 @@ fn sigterm_hands_over_and_the_returning_master_preempts() {
 #[test]
 fn sigterm_without_preempt_leaves_the_returning_node_backup() {
     let mut pair = Pair::new(
-        "vrnopre",
+        "vrnopr",
         Options {
             no_preempt: true,
             ..Options::default()
