@@ -6,7 +6,7 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{
     Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP, csum,
     headers::{ICMP_HLEN, IPV4_MIN_HLEN, IcmpHdr, Ipv4Hdr},
-    reason,
+    local_addr_flags, reason,
 };
 
 use crate::{
@@ -20,7 +20,9 @@ use crate::{
 pub fn handle(ctx: &XdpContext, pkt: &Packet) -> u32 {
     let l4_off = pkt.l4_off;
     // SAFETY: lookups only compare keys.
-    let ours = unsafe { LOCAL_ADDRS.get(&pkt.daddr) }.is_some();
+    // An address that only moves with VRRP (no service) is the host's.
+    let ours = unsafe { LOCAL_ADDRS.get(&pkt.daddr) }
+        .is_some_and(|f| *f & (local_addr_flags::VIP | local_addr_flags::SNAT) != 0);
     let Some(icmp) = ptr_at::<IcmpHdr>(ctx, l4_off) else {
         return counters::drop(reason::DROP_MALFORMED_L4);
     };

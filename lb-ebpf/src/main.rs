@@ -8,6 +8,7 @@ mod counters;
 mod fib;
 mod forward;
 mod icmp;
+mod lease;
 mod maps;
 mod newflow;
 mod packet;
@@ -20,8 +21,8 @@ use aya_ebpf::{
 use lb_common::{
     FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ServiceKey,
     headers::{
-        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, EthHdr, IP_MF, IP_OFFSET, IPV4_MIN_HLEN,
-        Ipv4Hdr, TCP_MIN_HLEN, TcpHdr, UDP_HLEN, UdpHdr, VLAN_HLEN, VlanHdr,
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, EthHdr, IP_MF, IP_OFFSET,
+        IPV4_MIN_HLEN, Ipv4Hdr, TCP_MIN_HLEN, TcpHdr, UDP_HLEN, UdpHdr, VLAN_HLEN, VlanHdr,
     },
     local_addr_flags, reason,
 };
@@ -53,6 +54,11 @@ fn process(ctx: &XdpContext) -> u32 {
         l3_off = ETH_HLEN + VLAN_HLEN;
     }
     if ether_type != ETH_P_IP.to_be() {
+        if ether_type == ETH_P_ARP.to_be() {
+            // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+            let now = unsafe { bpf_ktime_get_coarse_ns() };
+            return lease::arp(ctx, l3_off, SETTINGS.get(0), now);
+        }
         return counters::pass(reason::PASS_NOT_IPV4);
     }
 
@@ -74,6 +80,15 @@ fn process(ctx: &XdpContext) -> u32 {
     {
         return counters::drop(reason::DROP_MALFORMED_IP);
     }
+    // The agent's lease (VRRP mode): once over, the addresses that move with
+    // VRRP are the peer's; nothing to them is served or passed, fragments
+    // and ICMP included.
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if lease::expired(SETTINGS.get(0), now) && lease::moves_with_vrrp(iph.daddr) {
+        return counters::drop(reason::LEASE_EXPIRED);
+    }
+
     let frag = u16::from_be(iph.frag_off);
     if frag & (IP_MF | IP_OFFSET) != 0 {
         return ours_or_pass(iph.daddr, reason::DROP_FRAGMENT);
@@ -141,8 +156,6 @@ fn process(ctx: &XdpContext) -> u32 {
         proto: pkt.proto,
         _pad: [0; 3],
     };
-    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(entry) = FLOWS.get_ptr_mut(&key) {
         return forward::established(ctx, &pkt, entry, now);
     }
@@ -162,6 +175,8 @@ fn process(ctx: &XdpContext) -> u32 {
 
     // 3. A backend answering inside the SNAT port range: a handshake reply, or
     // nothing we know, which must not reach the host's stack (it would RST).
+    // Looked up again rather than kept from the lease check: holding the
+    // pointer across the flow and service lookups costs spills on every path.
     if let Some(s) = SETTINGS.get(0) {
         let port = u16::from_be(dport);
         if port >= s.snat_port_min && port <= s.snat_port_max {
@@ -185,16 +200,19 @@ fn process(ctx: &XdpContext) -> u32 {
 
 /// Fragments and IP options: dropped when addressed to one of our VIP/SNAT
 /// addresses (we cannot steer them and the host must not see them), else the
-/// host's business.
+/// host's business (an address that only moves with VRRP is the host's).
 #[inline(always)]
 fn ours_or_pass(daddr: u32, drop_reason: u32) -> u32 {
     // SAFETY: lookups only compare keys.
-    if unsafe { LOCAL_ADDRS.get(&daddr) }.is_some() {
+    if unsafe { LOCAL_ADDRS.get(&daddr) }.is_some_and(|f| *f & SERVED != 0) {
         counters::drop(drop_reason)
     } else {
         counters::pass(reason::PASS_NOT_OURS)
     }
 }
+
+/// `local_addrs` flags of the addresses the program serves itself.
+const SERVED: u32 = local_addr_flags::VIP | local_addr_flags::SNAT;
 
 #[cfg(not(test))]
 #[panic_handler]

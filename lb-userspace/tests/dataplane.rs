@@ -250,14 +250,19 @@ fn maps_apply_read_back_and_flip() {
         0
     );
 
-    // the lease survives an apply
-    applied.settings.as_mut().unwrap().lease_deadline_ns = 42;
-    maps.set_settings(&applied.settings.unwrap()).unwrap();
+    // the lease survives an apply, and the plan's writes never set it
+    maps.set_lease_deadline(42).unwrap();
     let mut s = state(&[1, 2]);
     s.settings.snat_port_max = 61500;
     dataplane::apply(&mut maps, &mut applied, &s).unwrap();
     assert_eq!(maps.settings().unwrap().lease_deadline_ns, 42);
     assert_eq!(maps.settings().unwrap().snat_port_max, 61500);
+    s.settings.snat_port_max = 61600;
+    s.settings.lease_deadline_ns = 7;
+    dataplane::apply(&mut maps, &mut applied, &s).unwrap();
+    assert_eq!(maps.settings().unwrap().lease_deadline_ns, 42);
+    maps.set_settings(&s.settings).unwrap();
+    assert_eq!(maps.settings().unwrap().lease_deadline_ns, 42);
 
     // counters: zeroed on first use, every reason labelled
     assert_eq!(maps.service_stats(2).unwrap(), Default::default());
@@ -673,5 +678,77 @@ fn dataplane_open_apply_adopt_detach() {
         // stop --detach
         dataplane::Dataplane::open(&opts).unwrap().detach().unwrap();
         assert!(!run(&["ip", "link", "show", "dev", "veth0"]).contains("prog/xdp"));
+    });
+}
+
+/// The VRRP thread's `Lease` and the plan share `settings[0]`: each writes
+/// its own fields and keeps the other's, and a restarted agent finds the
+/// lease where the dead one left it.
+#[test]
+fn lease_and_apply_keep_each_others_fields() {
+    let lab = Lab::new("lease");
+    let fs = Bpffs::new("lease");
+    let root = fs.0.clone();
+    Lab::within(&lab.a.clone(), move || {
+        let opts = dataplane::DataplaneOptions {
+            node: "lblease".into(),
+            iface: "veth0".into(),
+            mode: AttachMode::Native,
+            bpffs: root.clone(),
+            limits: small_limits(),
+            object: lb_userspace::objects::LB,
+        };
+        let settings = |min: u16| Settings {
+            snat_port_min: min,
+            snat_port_max: min + 999,
+            flags: lb_common::settings_flags::LEASE,
+            lease_deadline_ns: 0,
+        };
+        let desired = |min: u16| DesiredState {
+            settings: settings(min),
+            services: vec![service(1, &[1, 2], opts.limits.ring_size)],
+            local_addrs: vec![(ip(192, 0, 2, 10), 7)],
+        };
+        let mut dp = dataplane::Dataplane::open(&opts).unwrap();
+        dp.apply(&desired(61000)).unwrap();
+        let lease = dataplane::Lease::open_in(dp.pins()).unwrap();
+        assert_eq!(lease.remaining().unwrap(), None);
+        lease.renew(Duration::from_secs(20)).unwrap();
+        let deadline = dp.maps().settings().unwrap().lease_deadline_ns;
+        let now = dataplane::lease::monotonic_ns();
+        assert!(deadline > now + 19_000_000_000 && deadline <= now + 20_000_000_000);
+
+        // the plan changes the SNAT range: the lease stays
+        assert_eq!(dp.apply(&desired(62000)).unwrap(), 1);
+        let row = dp.maps().settings().unwrap();
+        assert_eq!(
+            row,
+            Settings {
+                lease_deadline_ns: deadline,
+                ..settings(62000)
+            }
+        );
+        // nothing else to write: the renewed deadline is no difference
+        lease.renew(Duration::from_secs(25)).unwrap();
+        assert_eq!(dp.apply(&desired(62000)).unwrap(), 0);
+
+        // a restarted agent adopts the maps and the lease with them
+        drop(dp);
+        let mut dp = dataplane::Dataplane::open(&opts).unwrap();
+        let left = lease.remaining().unwrap().unwrap();
+        assert!(left > Duration::from_secs(24), "{left:?}");
+        assert_eq!(
+            dp.apply(&desired(63000)).unwrap(),
+            3,
+            "settings, and the ring rewritten and flipped after adoption"
+        );
+        assert!(lease.remaining().unwrap().unwrap() > Duration::from_secs(24));
+
+        // expire keeps the plan's fields
+        lease.expire().unwrap();
+        assert_eq!(lease.remaining().unwrap(), None);
+        assert_eq!(dp.maps().settings().unwrap(), settings(63000));
+        drop(lease);
+        dp.detach().unwrap();
     });
 }

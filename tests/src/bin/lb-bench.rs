@@ -119,12 +119,16 @@ fn main() -> ExitCode {
 struct Options {
     calls: usize,
     rounds: usize,
+    /// VRRP mode: the lease enforced (and fresh), VIP and SNAT addresses
+    /// gated by it, to time what the lease check costs there.
+    vrrp: bool,
 }
 
 fn options() -> Result<Options> {
     let mut o = Options {
         calls: CALLS,
         rounds: ROUNDS,
+        vrrp: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -145,9 +149,10 @@ fn options() -> Result<Options> {
         match a.as_str() {
             "--calls" => o.calls = value("--calls")?,
             "--rounds" => o.rounds = value("--rounds")?,
+            "--vrrp" => o.vrrp = true,
             "-h" | "--help" => {
                 println!(
-                    "lb-bench [--calls N (per case and round, default {CALLS})] [--rounds N (default {ROUNDS})]"
+                    "lb-bench [--calls N (per case and round, default {CALLS})] [--rounds N (default {ROUNDS})] [--vrrp (lease enforced and fresh)]"
                 );
                 std::process::exit(0);
             }
@@ -167,7 +172,7 @@ fn run() -> Result<()> {
     );
     catch_signals();
 
-    let mut lab = Lab::new().context("could not set up the benchmark lab")?;
+    let mut lab = Lab::new(opts.vrrp).context("could not set up the benchmark lab")?;
     let info = lab
         .h
         .program()?
@@ -451,7 +456,7 @@ fn total_len(frames: &[Vec<u8>], calls: usize) -> u64 {
 }
 
 impl Lab {
-    fn new() -> Result<Lab> {
+    fn new(vrrp: bool) -> Result<Lab> {
         let mut h = XdpHarness::with_sizes(TableSizes {
             maglev: 2 * RING,
             flows: FLOWS_SIZE,
@@ -461,6 +466,19 @@ impl Lab {
         h.set_settings(SNAT_MIN, SNAT_MAX)?;
         h.add_local_addr(VIP, local_addr_flags::VIP | local_addr_flags::SNAT)?;
         h.add_local_addr(SNAT, local_addr_flags::SNAT)?;
+        if vrrp {
+            let lease = lb_common::Settings {
+                snat_port_min: SNAT_MIN,
+                snat_port_max: SNAT_MAX,
+                flags: lb_common::settings_flags::LEASE,
+                lease_deadline_ns: u64::MAX,
+            };
+            h.settings.set(0, lease, 0)?;
+            let gated = local_addr_flags::VRRP;
+            h.add_local_addr(VIP, local_addr_flags::VIP | local_addr_flags::SNAT | gated)?;
+            h.add_local_addr(SNAT, local_addr_flags::SNAT | gated)?;
+            println!("VRRP mode: lease enforced and fresh, VIP and SNAT address gated");
+        }
         let mut names = Vec::new();
         for (a, (addr, _)) in NEIGHBOURS.iter().enumerate() {
             for p in 0..PORTS_PER_ADDR {
