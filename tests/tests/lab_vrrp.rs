@@ -597,6 +597,9 @@ fn kill_9_and_restart_within_master_down_is_no_failover() {
     echo_all(&mut held, "before");
     let lb2_before = pair.view(2);
     let flows_before = pair.new_flows(1);
+    let reasons_before = counters::read_pinned(&pair.lab.lbd_pin_dir(1))
+        .unwrap()
+        .reasons;
     let node1 = pair.node(1);
     let node2 = pair.node(2);
 
@@ -607,7 +610,9 @@ fn kill_9_and_restart_within_master_down_is_no_failover() {
         // Stops the helper threads however this closure ends (a failed
         // assertion included), so the scope can join them.
         let _stop_on_exit = StopOnDrop(&stop);
-        // New connections all along, 30 sources at a time.
+        // New connections all along, 30 sources at a time, a few hundred
+        // a second: well inside lb1's share of SNAT ports, so a failure
+        // is the restart's.
         let traffic = scope.spawn(|| {
             let mut runs = Vec::new();
             while !stop.load(Ordering::Relaxed) {
@@ -616,6 +621,7 @@ fn kill_9_and_restart_within_master_down_is_no_failover() {
                     .spread(vip, 30, 1, &["--timeout", "3"])
                     .expect("lab-client runs");
                 runs.push((started, Instant::now(), report));
+                std::thread::sleep(Duration::from_millis(50));
             }
             runs
         });
@@ -723,10 +729,42 @@ fn kill_9_and_restart_within_master_down_is_no_failover() {
         spreads.len(),
         errors.len()
     );
+    for (start, end, report) in spreads.iter().filter(|(_, _, r)| r.errors > 0) {
+        println!(
+            "  a spread from {:.2}s to {:.2}s after the kill (resumed at {:.2?}) failed: {:?}",
+            signed(*start, killed_at),
+            signed(*end, killed_at),
+            resumed_at - killed_at,
+            report.error_samples
+        );
+    }
+    let reasons_after = counters::read_pinned(&pair.lab.lbd_pin_dir(1))
+        .unwrap()
+        .reasons;
+    println!(
+        "  lb1's reason counters: {:?} -> {reasons_after:?}",
+        reasons_before
+    );
+    let count_in = |list: &[(&'static str, u64)], label: &str| -> u64 {
+        list.iter()
+            .find(|(l, _)| *l == label)
+            .map_or(0, |(_, c)| *c)
+    };
+    let new_drops: Vec<(&str, u64)> = reasons_after
+        .iter()
+        .filter(|(label, count)| {
+            !label.starts_with("pass_") && *count != count_in(&reasons_before, *label)
+        })
+        .copied()
+        .collect();
     assert!(errors.is_empty(), "connections failed: {errors:?}");
     assert!(
         spreads.iter().all(|(_, _, r)| r.errors == 0),
         "connections failed"
+    );
+    assert!(
+        new_drops.is_empty(),
+        "lb1's data path dropped packets across the restart: {new_drops:?}"
     );
     assert!(in_gap >= 1, "no connection was made while lb1 restarted");
     assert!(
@@ -734,6 +772,14 @@ fn kill_9_and_restart_within_master_down_is_no_failover() {
         "lb1 did not forward every new connection"
     );
     pair.finish();
+}
+
+/// `at - origin` in signed seconds, for messages.
+fn signed(at: Instant, origin: Instant) -> f64 {
+    match at.checked_duration_since(origin) {
+        Some(after) => after.as_secs_f64(),
+        None => -(origin - at).as_secs_f64(),
+    }
 }
 
 /// Raises a stop flag when dropped, also while unwinding.
