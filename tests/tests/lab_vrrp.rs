@@ -753,7 +753,7 @@ fn kill_9_and_restart_within_master_down_is_no_failover() {
     let new_drops: Vec<(&str, u64)> = reasons_after
         .iter()
         .filter(|(label, count)| {
-            !label.starts_with("pass_") && *count != count_in(&reasons_before, *label)
+            !label.starts_with("pass_") && *count != count_in(&reasons_before, label)
         })
         .copied()
         .collect();
