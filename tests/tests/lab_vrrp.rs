@@ -41,6 +41,7 @@ use lb_tests::lab::{
     echo_line, read_line,
 };
 use lb_tests::packet::{FrameSpec, Mac, tcp_flags};
+use lb_userspace::dataplane::lease::Lease;
 
 const INSTANCE: &str = "lb_vip";
 const VRID: u8 = 51;
@@ -428,14 +429,35 @@ fn kill_9_of_the_master_fails_over_and_the_dead_node_goes_quiet() {
     pair.client_points_at(1, Duration::ZERO);
 
     let (killed_at, _) = pair.kill(1);
+    let lease = Lease::open(&pair.node(1)).expect("lb1's lease is readable");
+    let left = lease.remaining().unwrap();
     let nominal = master_down(PRIORITY[1], ADVERT);
+    println!("kill -9 lb1: its lease has {left:?} left");
+    assert!(
+        left.is_some_and(|left| left <= nominal),
+        "lb1's lease outlasts lb2's master-down interval {nominal:?}: {left:?} left"
+    );
     let (_, _) = pair.wait(2, "takes over", bound(nominal), InstanceView::is_master);
     let took = killed_at.elapsed();
+    // The moment lb2 is master, lb1 must be quiet: no VIP answered by two.
+    let lease_left = lease.remaining().unwrap();
+    let answers = pair
+        .lab
+        .arp_who_has("cl", ASKER, VIPS[1], Duration::from_millis(300))
+        .unwrap();
     println!(
-        "kill -9 lb1: lb2 master {took:.2?} after the kill (master-down {nominal:.2?}, bound {:.2?})",
-        bound(nominal)
+        "  lb2 master {took:.2?} after the kill (master-down {nominal:.2?}, bound {:.2?}); lb1's lease then: {lease_left:?}; who-has {} answered by {:?}",
+        bound(nominal),
+        VIPS[1],
+        answers.iter().map(mac_text).collect::<Vec<_>>()
     );
     assert!(took <= bound(nominal));
+    assert_eq!(lease_left, None, "lb1's lease still ran when lb2 took over");
+    assert!(
+        !answers.contains(&pair.macs[0]),
+        "lb1 answered ARP for {} after lb2 took over",
+        VIPS[1]
+    );
     let log2 = pair.log(2);
     let last = logged_transitions(&log2, INSTANCE)
         .pop()
