@@ -428,11 +428,14 @@ fn kill_9_of_the_master_fails_over_and_the_dead_node_goes_quiet() {
     pair.traffic_through(1, 20, "before the kill");
     pair.client_points_at(1, Duration::ZERO);
 
-    let (killed_at, _) = pair.kill(1);
+    // The hardest moment for the lease: right after lb1 renewed it, when it
+    // runs longest past lb1's last advert (which starts lb2's clock).
     let lease = Lease::open(&pair.node(1)).expect("lb1's lease is readable");
+    just_renewed(&lease);
+    let (killed_at, _) = pair.kill(1);
     let left = lease.remaining().unwrap();
     let nominal = master_down(PRIORITY[1], ADVERT);
-    println!("kill -9 lb1: its lease has {left:?} left");
+    println!("kill -9 lb1 just after it renewed its lease: {left:?} left");
     assert!(
         left.is_some_and(|left| left <= nominal),
         "lb1's lease outlasts lb2's master-down interval {nominal:?}: {left:?} left"
@@ -810,6 +813,27 @@ struct StopOnDrop<'a>(&'a AtomicBool);
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Returns as soon as `lease` has been renewed (its remaining time jumps).
+fn just_renewed(lease: &Lease) {
+    let mut last = lease.remaining().unwrap();
+    let start = Instant::now();
+    loop {
+        let now = lease.remaining().unwrap();
+        if let (Some(before), Some(after)) = (last, now)
+            && after > before + Duration::from_millis(100)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < 3 * ADVERT,
+            "the lease was not renewed for {:?}: {now:?}",
+            3 * ADVERT
+        );
+        last = now;
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
