@@ -43,15 +43,22 @@ pub struct LeasePlan {
 }
 
 /// The plan for a node's instances: renewed at the fastest advert interval,
-/// valid for the shortest master-down interval (at base priority), so the
-/// lease runs out no later than the first peer can take over.
+/// valid for the shortest master-down interval (at base priority) less one
+/// renewal period, so the lease runs out no later than the first peer can
+/// take over. The renewals tick on their own clock, up to one period after
+/// the last advert (which starts the peer's master-down timer): a lease
+/// valid for the whole master-down interval outlived the takeover by that
+/// much, and both nodes answered ARP for the VIPs meanwhile (lab_vrrp).
 pub fn plan(instances: &[NodeInstance]) -> Option<LeasePlan> {
     let every = instances.iter().map(|i| i.machine.advert_interval).min()?;
-    let valid_for = instances
+    let master_down = instances
         .iter()
         .map(|i| Machine::new(i.machine.clone()).master_down_interval())
         .min()?;
-    Some(LeasePlan { every, valid_for })
+    Some(LeasePlan {
+        every,
+        valid_for: master_down.saturating_sub(every),
+    })
 }
 
 /// Renews the lease on `plan` until the task is aborted.
@@ -89,10 +96,11 @@ mod tests {
         let text = include_str!("../../../../examples/horizon.toml");
         let config = config::parse(text, "horizon.toml").expect("example parses");
         let mut instances = crate::vrrp::config::for_node(&config, "lb1", None).unwrap();
-        // The seed: v2, 1 s, priority 101: 3 s + (256 - 101) / 256 s.
+        // The seed: v2, 1 s, priority 101: 3 s + (256 - 101) / 256 s,
+        // less the 1 s between renewals.
         let one = plan(&instances).unwrap();
         assert_eq!(one.every, Duration::from_secs(1));
-        assert_eq!(one.valid_for, Duration::from_micros(3_605_468));
+        assert_eq!(one.valid_for, Duration::from_micros(2_605_468));
         let mut slow = instances[0].clone();
         slow.machine.advert_interval = Duration::from_secs(2);
         slow.machine.priority = 200;
