@@ -93,8 +93,8 @@ weight = 2
         log.contains("VRRP vip: initialize -> backup (startup), priority 102")
     })
     .expect("lb2 is backup");
-    assert!(holds_vip(&lab, "lb1", vip), "the master holds the VIP");
-    assert!(!holds_vip(&lab, "lb2", vip), "the backup holds no VIP");
+    assert!(vip_held(&lab, "lb1", vip, true), "the master holds the VIP");
+    assert!(vip_held(&lab, "lb2", vip, false), "the backup holds no VIP");
     let s1 = vrrp_status(&lab, 1, &config);
     assert_eq!(s1["state"], "master", "{s1}");
     assert_eq!(
@@ -134,10 +134,10 @@ weight = 2
     );
     assert!(log1.contains("VRRP handover done"), "{log1}");
     assert!(
-        !holds_vip(&lab, "lb1", vip),
+        vip_held(&lab, "lb1", vip, false),
         "a stopped master keeps no VIP"
     );
-    assert!(holds_vip(&lab, "lb2", vip), "the new master holds the VIP");
+    assert!(vip_held(&lab, "lb2", vip, true), "the new master holds the VIP");
     lab.wait_for_service(&mut lb2, target, Duration::from_secs(10))
         .expect("the VIP answers through lb2");
 
@@ -151,8 +151,8 @@ weight = 2
         log.contains("VRRP vip: master -> backup (higher priority), priority 102")
     })
     .expect("lb2 steps back");
-    assert!(holds_vip(&lab, "lb1", vip));
-    assert!(!holds_vip(&lab, "lb2", vip));
+    assert!(vip_held(&lab, "lb1", vip, true));
+    assert!(vip_held(&lab, "lb2", vip, false));
     lab.wait_for_service(&mut lb1, target, Duration::from_secs(10))
         .expect("the VIP answers through lb1 again");
     assert_eq!(vrrp_status(&lab, 2, &config)["state"], "backup");
@@ -175,7 +175,7 @@ weight = 2
         !lb2_new.contains("VRRP vip:"),
         "lb2 saw no transition: {lb2_new}"
     );
-    assert!(holds_vip(&lab, "lb1", vip) && !holds_vip(&lab, "lb2", vip));
+    assert!(vip_held(&lab, "lb1", vip, true) && vip_held(&lab, "lb2", vip, false));
     let s1 = vrrp_status(&lab, 1, &config);
     assert_eq!(s1["state"], "master", "{s1}");
     let s2 = vrrp_status(&lab, 2, &config);
@@ -210,7 +210,7 @@ weight = 2
     drop(lb1);
     lab.lbd_command(1, &["stop", "--config", config.to_str().unwrap()])
         .expect("lbd stop runs after the agent died");
-    assert!(!holds_vip(&lab, "lb1", vip), "lbd stop removed the VIP");
+    assert!(vip_held(&lab, "lb1", vip, false), "lbd stop removed the VIP");
     lb2.wait_for_log(Duration::from_secs(10), |log| {
         log[lb2_log_before.len()..]
             .contains("VRRP vip: backup -> master (master down), priority 102")
@@ -220,7 +220,7 @@ weight = 2
     eprintln!("takeover after kill -9: {takeover:.2?}");
     // Master-down at 102: 3 s + 154/256 s; the bound is twice that + 1 s.
     assert!(takeover < Duration::from_millis(8_200), "{takeover:?}");
-    assert!(holds_vip(&lab, "lb2", vip));
+    assert!(vip_held(&lab, "lb2", vip, true));
 
     // (g) lb1 back (lease ended by `lbd stop`: no resume) preempts; then
     // its XDP link is detached: xdp-attached fails, its priority falls to
@@ -250,7 +250,7 @@ weight = 2
         log.contains("VRRP vip: master -> backup (higher priority), priority 101")
     })
     .expect("lb1 steps back once its program is detached");
-    assert!(holds_vip(&lab, "lb2", vip) && !holds_vip(&lab, "lb1", vip));
+    assert!(vip_held(&lab, "lb2", vip, true) && vip_held(&lab, "lb1", vip, false));
 
     // (h)
     drop((lb1, lb2));
@@ -272,6 +272,19 @@ fn find_link_pin(dir: &Path) -> std::path::PathBuf {
 }
 
 /// Whether `vip`/32 is on `node`'s eth0.
+/// Whether `node` holds (`want`) or lacks the VIP, allowing 2 s for it to
+/// settle: the transition is logged before the address changes.
+fn vip_held(lab: &Lab, node: &str, vip: Ipv4Addr, want: bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let held = holds_vip(lab, node, vip);
+        if held == want || std::time::Instant::now() >= deadline {
+            return held == want;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn holds_vip(lab: &Lab, node: &str, vip: Ipv4Addr) -> bool {
     let out = lab
         .exec_in(node, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
@@ -337,7 +350,7 @@ vips = ["{vip}"]
     .expect("lb1 becomes master");
     // Let lb2 hear a few adverts.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(holds_vip(&lab, "lb1", vip) && !holds_vip(&lab, "lb2", vip));
+    assert!(vip_held(&lab, "lb1", vip, true) && vip_held(&lab, "lb2", vip, false));
     let s2 = vrrp_status(&lab, 2, &config);
     assert_eq!(s2["state"], "backup", "{s2}");
     assert_eq!(s2["master"], topology::lb_front_addr(1).to_string(), "{s2}");
@@ -351,7 +364,7 @@ vips = ["{vip}"]
     let takeover = signalled.elapsed();
     eprintln!("graceful takeover (v3, 500 ms): {takeover:.2?} from SIGTERM");
     assert!(takeover < GRACEFUL_TAKEOVER_BOUND, "{takeover:?}");
-    assert!(holds_vip(&lab, "lb2", vip) && !holds_vip(&lab, "lb1", vip));
+    assert!(vip_held(&lab, "lb2", vip, true) && vip_held(&lab, "lb1", vip, false));
     drop((lb1, lb2));
     lab.teardown().expect("teardown");
     for pin in &pins {

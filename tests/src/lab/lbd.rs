@@ -46,6 +46,9 @@ pub struct LbdConfig {
     /// `[[redirect]]` listeners.
     #[serde(rename = "redirect", skip_serializing_if = "Vec::is_empty")]
     pub redirects: Vec<RedirectConfig>,
+    /// `[[vrrp]]` instances; none means single-node mode.
+    #[serde(rename = "vrrp", skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<super::vrrp::VrrpConfig>,
 }
 
 /// `[admin]`: where the stats page listens and who may use it.

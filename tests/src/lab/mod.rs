@@ -47,6 +47,7 @@ pub mod rlimit;
 mod setup;
 pub mod sources;
 pub mod topology;
+pub mod vrrp;
 pub mod vrrp_status;
 mod xdp_peer;
 

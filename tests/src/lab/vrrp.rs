@@ -1,0 +1,640 @@
+//! VRRP in a two-node lab: the `[[vrrp]]` table of the lab's config, the
+//! agents' VRRP status (through their control sockets), their state-change
+//! log lines, and what the rest of the segment sees: which node has a VIP on
+//! its interface, which MAC a client's ARP cache holds for it, which nodes
+//! answer an ARP request for it.
+//!
+//! Everything here observes; nothing decides. The tests compare what they
+//! see with the RFC's timers ([`master_down`], [`skew`]).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::setup::Lab;
+use super::topology;
+use crate::packet::{ETHERTYPE_ARP, Mac};
+
+/// One `[[vrrp]]` instance as lbd reads it. Per-node maps are keyed by lbd
+/// node name (the lab's namespace names).
+#[derive(Clone, Debug, Serialize)]
+pub struct VrrpConfig {
+    pub name: String,
+    pub virtual_router_id: u8,
+    /// Written as lbd reads durations ("1s").
+    pub advert_interval: String,
+    pub unicast_peers: Vec<Ipv4Addr>,
+    pub vips: Vec<Ipv4Addr>,
+    pub preempt: bool,
+    pub priority: BTreeMap<String, u8>,
+    pub unicast_src: BTreeMap<String, Ipv4Addr>,
+    #[serde(rename = "track", skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<TrackConfig>,
+}
+
+/// A `[[vrrp.track]]` entry: `xdp-attached`, `service-up` (with `service`)
+/// or `script` (with `command`).
+#[derive(Clone, Debug, Serialize)]
+pub struct TrackConfig {
+    pub kind: String,
+    pub weight: i16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+impl TrackConfig {
+    pub fn xdp_attached(weight: i16) -> Self {
+        TrackConfig {
+            kind: "xdp-attached".into(),
+            weight,
+            service: None,
+        }
+    }
+
+    pub fn service_up(service: &str, weight: i16) -> Self {
+        TrackConfig {
+            kind: "service-up".into(),
+            weight,
+            service: Some(service.into()),
+        }
+    }
+}
+
+impl Lab {
+    /// An instance over all of this lab's LB nodes: node `n` gets
+    /// `priorities[n-1]` and speaks unicast from its front address
+    /// (192.0.2.2, 192.0.2.3, ...) to the others; 1 s adverts, VRRPv3.
+    pub fn vrrp_config(
+        &self,
+        name: &str,
+        vrid: u8,
+        vips: &[Ipv4Addr],
+        priorities: &[u8],
+    ) -> VrrpConfig {
+        let nodes = self.plan.shape.lb_nodes;
+        assert_eq!(priorities.len(), nodes, "one priority per LB node");
+        let mut priority = BTreeMap::new();
+        let mut unicast_src = BTreeMap::new();
+        for n in 1..=nodes {
+            priority.insert(self.lb_node_name(n), priorities[n - 1]);
+            unicast_src.insert(self.lb_node_name(n), topology::lb_front_addr(n));
+        }
+        VrrpConfig {
+            name: name.to_string(),
+            virtual_router_id: vrid,
+            advert_interval: "1s".into(),
+            unicast_peers: (1..=nodes).map(topology::lb_front_addr).collect(),
+            vips: vips.to_vec(),
+            preempt: true,
+            priority,
+            unicast_src,
+            tracks: Vec::new(),
+        }
+    }
+}
+
+/// RFC 5798 skew time of a backup with `priority`, 1 s adverts.
+pub fn skew(priority: u8, advert: Duration) -> Duration {
+    advert * (256 - u32::from(priority)) / 256
+}
+
+/// RFC 5798 master-down interval of a backup with `priority`: how long it
+/// waits for adverts before it takes over (and how long a lease lasts).
+pub fn master_down(priority: u8, advert: Duration) -> Duration {
+    3 * advert + skew(priority, advert)
+}
+
+/// One instance of `lbd status`'s `"vrrp"` list (the contract between the
+/// VRRP helpers). Unknown fields are ignored so the view survives additions.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct InstanceView {
+    pub name: String,
+    /// `master`, `backup` or `initialize`.
+    pub state: String,
+    pub priority: u8,
+    pub base_priority: u8,
+    pub master: Option<Ipv4Addr>,
+    pub transitions: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
+    pub vips: Vec<Ipv4Addr>,
+    pub since_ms: u64,
+}
+
+impl InstanceView {
+    pub fn is_master(&self) -> bool {
+        self.state == "master"
+    }
+
+    pub fn is_backup(&self) -> bool {
+        self.state == "backup"
+    }
+}
+
+/// How long the agent may take to answer a status request.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The whole `lbd status` answer of agent `node`, read from its control
+/// socket (`/run/lbd/<node>.sock` is a path, so any namespace reaches it).
+pub fn status_json(node: &str) -> Result<serde_json::Value> {
+    let path = lb_userspace::agent::control::socket_path(node);
+    let stream = UnixStream::connect(&path)
+        .with_context(|| format!("no agent answers on {}", path.display()))?;
+    stream.set_read_timeout(Some(STATUS_TIMEOUT))?;
+    stream.set_write_timeout(Some(STATUS_TIMEOUT))?;
+    (&stream)
+        .write_all(b"{\"request\":\"status\"}\n")
+        .with_context(|| format!("could not ask {} for its status", path.display()))?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .with_context(|| format!("{} sent no status", path.display()))?;
+    let answer: serde_json::Value = serde_json::from_str(&line)
+        .with_context(|| format!("{} sent an unreadable answer: {line}", path.display()))?;
+    if answer["ok"] != serde_json::Value::Bool(true) {
+        bail!("agent {node} refused the status request: {line}");
+    }
+    Ok(answer["status"].clone())
+}
+
+/// The VRRP instances in agent `node`'s status.
+pub fn vrrp_status(node: &str) -> Result<Vec<InstanceView>> {
+    let status = status_json(node)?;
+    let list = status
+        .get("vrrp")
+        .with_context(|| format!("agent {node}'s status has no \"vrrp\" field: {status}"))?;
+    serde_json::from_value(list.clone())
+        .with_context(|| format!("agent {node}'s \"vrrp\" status is not as agreed: {list}"))
+}
+
+/// Instance `name` of agent `node`.
+pub fn instance(node: &str, name: &str) -> Result<InstanceView> {
+    vrrp_status(node)?
+        .into_iter()
+        .find(|i| i.name == name)
+        .with_context(|| format!("agent {node} reports no VRRP instance {name}"))
+}
+
+/// Calls `probe` every `every` until it yields a value; returns it and how
+/// long that took. Fails with the last error (or "not yet") after `timeout`.
+pub fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<Option<T>>,
+) -> Result<(T, Duration)> {
+    let start = Instant::now();
+    loop {
+        let last = match probe() {
+            Ok(Some(value)) => return Ok((value, start.elapsed())),
+            Ok(None) => "not yet".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        if start.elapsed() > timeout {
+            bail!("{what}: not within {timeout:?} (last: {last})");
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Waits until instance `name` of agent `node` satisfies `done`.
+pub fn wait_for_instance(
+    node: &str,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(&InstanceView) -> bool,
+) -> Result<(InstanceView, Duration)> {
+    poll(
+        &format!("VRRP {name} on {node}"),
+        timeout,
+        Duration::from_millis(20),
+        || Ok(Some(instance(node, name)?).filter(|i| done(i))),
+    )
+}
+
+/// One state-change line of lbd's log:
+/// `VRRP <instance>: <from> -> <to> (<reason>), priority <p>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedTransition {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    pub priority: u8,
+}
+
+/// The state changes of `instance` in `log`, in order.
+pub fn logged_transitions(log: &str, instance: &str) -> Vec<LoggedTransition> {
+    let marker = format!("VRRP {instance}: ");
+    log.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find(&marker)? + marker.len()..];
+            let (from, rest) = rest.split_once(" -> ")?;
+            let (to, rest) = rest.split_once(" (")?;
+            let (reason, rest) = rest.rsplit_once("), priority ")?;
+            let priority = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()?;
+            Some(LoggedTransition {
+                from: from.trim().to_string(),
+                to: to.trim().to_string(),
+                reason: reason.to_string(),
+                priority,
+            })
+        })
+        .collect()
+}
+
+/// How many times `instance` entered `state` according to `log`.
+pub fn entered(log: &str, instance: &str, state: &str) -> usize {
+    logged_transitions(log, instance)
+        .iter()
+        .filter(|t| t.to == state)
+        .count()
+}
+
+impl Lab {
+    /// The IPv4 addresses on `node`'s eth0 (`ip -4 addr`).
+    pub fn addresses(&self, node: &str) -> Result<Vec<Ipv4Addr>> {
+        let out = self.exec_in(node, &["ip", "-j", "-4", "addr", "show", "dev", "eth0"])?;
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("ip -j addr in {node} printed no JSON"))?;
+        let mut found = Vec::new();
+        for link in links.as_array().into_iter().flatten() {
+            for info in link["addr_info"].as_array().into_iter().flatten() {
+                if let Some(addr) = info["local"].as_str().and_then(|a| a.parse().ok()) {
+                    found.push(addr);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Which of `vips` are on `node`'s eth0.
+    pub fn vips_held(&self, node: &str, vips: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>> {
+        let on_link = self.addresses(node)?;
+        Ok(vips
+            .iter()
+            .copied()
+            .filter(|v| on_link.contains(v))
+            .collect())
+    }
+
+    /// The MAC address of `node`'s eth0.
+    pub fn mac(&self, node: &str) -> Result<Mac> {
+        let out = self.exec_in(node, &["ip", "-j", "link", "show", "dev", "eth0"])?;
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("ip -j link in {node} printed no JSON"))?;
+        links[0]["address"]
+            .as_str()
+            .and_then(parse_mac)
+            .with_context(|| format!("no MAC for eth0 in {node}: {links}"))
+    }
+
+    /// The link-layer address `node`'s ARP cache holds for `ip`, if any
+    /// (entries in state FAILED or INCOMPLETE have none).
+    pub fn neigh(&self, node: &str, ip: Ipv4Addr) -> Result<Option<Mac>> {
+        let ip = ip.to_string();
+        let out = self.exec_in(
+            node,
+            &["ip", "-j", "-4", "neigh", "show", &ip, "dev", "eth0"],
+        )?;
+        let entries: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("ip -j neigh in {node} printed no JSON"))?;
+        Ok(entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["dst"].as_str() == Some(ip.as_str()))
+            .find_map(|e| e["lladdr"].as_str().and_then(parse_mac)))
+    }
+
+    /// Sends one ARP request "who has `target`, tell `sender`" from
+    /// `node`'s eth0 and returns the MACs that answered within `listen`
+    /// (replies addressed to `node`, for `target`, in arrival order).
+    pub fn arp_who_has(
+        &self,
+        node: &str,
+        sender: Ipv4Addr,
+        target: Ipv4Addr,
+        listen: Duration,
+    ) -> Result<Vec<Mac>> {
+        let own = self.mac(node)?;
+        self.run_in(node, move || -> Result<Vec<Mac>> {
+            let socket = PacketSocket::open("eth0", ETHERTYPE_ARP)?;
+            socket.send(&arp_request(own, sender, target))?;
+            let deadline = Instant::now() + listen;
+            let mut answers = Vec::new();
+            while let Some(frame) = socket.recv_until(deadline)? {
+                if let Some(mac) = arp_reply_from(&frame, own, sender, target) {
+                    answers.push(mac);
+                }
+            }
+            Ok(answers)
+        })?
+    }
+
+    /// Sends raw Ethernet frames out of `node`'s eth0.
+    pub fn send_frames(&self, node: &str, frames: &[Vec<u8>]) -> Result<()> {
+        self.run_in(node, || -> Result<()> {
+            // Protocol 0: this socket sends only.
+            let socket = PacketSocket::open("eth0", 0)?;
+            for frame in frames {
+                socket.send(frame)?;
+            }
+            Ok(())
+        })?
+    }
+
+    /// Detaches LB node `n`'s XDP program the way an operator (or a crash
+    /// of the driver) might: `bpftool link detach` on lbd's pinned link.
+    /// Returns the link id.
+    pub fn detach_xdp(&self, n: usize) -> Result<u32> {
+        let pin = super::counters::map_dir(&self.lbd_pin_dir(n))?.join("link");
+        let pin = pin.to_string_lossy().into_owned();
+        let out = self.exec_in(
+            &format!("lb{n}"),
+            &["bpftool", "-j", "link", "show", "pinned", &pin],
+        )?;
+        let link: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("bpftool printed no JSON for {pin}"))?;
+        let id = link["id"]
+            .as_u64()
+            .with_context(|| format!("bpftool shows no link id for {pin}: {link}"))?;
+        self.exec_in(
+            &format!("lb{n}"),
+            &["bpftool", "link", "detach", "id", &id.to_string()],
+        )?;
+        Ok(id as u32)
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+pub fn parse_mac(text: &str) -> Option<Mac> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// `aa:bb:cc:dd:ee:ff`, for messages.
+pub fn mac_text(mac: &Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A broadcast ARP request, padded to the Ethernet minimum.
+pub fn arp_request(from: Mac, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&from);
+    f.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&from);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f.resize(60, 0);
+    f
+}
+
+/// The answering MAC when `frame` is an ARP reply to `to`/`asker` about
+/// `target`; gratuitous announcements (broadcast) do not count.
+fn arp_reply_from(frame: &[u8], to: Mac, asker: Ipv4Addr, target: Ipv4Addr) -> Option<Mac> {
+    if frame.len() < 42 || frame[0..6] != to || frame[12..14] != ETHERTYPE_ARP.to_be_bytes() {
+        return None;
+    }
+    let arp = &frame[14..42];
+    let is_reply = arp[0..8] == [0, 1, 0x08, 0x00, 6, 4, 0, 2];
+    let about_target = arp[14..18] == target.octets();
+    let for_asker = arp[24..28] == asker.octets();
+    (is_reply && about_target && for_asker).then(|| arp[8..14].try_into().expect("6 bytes"))
+}
+
+/// An AF_PACKET socket bound to one interface of the calling thread's
+/// namespace.
+struct PacketSocket {
+    fd: OwnedFd,
+}
+
+impl PacketSocket {
+    /// `protocol`: the Ethernet type to receive (0: none, send only).
+    fn open(iface: &str, protocol: u16) -> Result<Self> {
+        let name = std::ffi::CString::new(iface)?;
+        // SAFETY: a NUL-terminated name; the call only reads it.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            bail!("no interface {iface} in this namespace");
+        }
+        // SAFETY: plain socket(2); the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(protocol.to_be()),
+            )
+        };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("could not open a packet socket (needs root)");
+        }
+        // SAFETY: `raw` is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: all-zero is a valid sockaddr_ll; the fields are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = protocol.to_be();
+        addr.sll_ifindex = ifindex as i32;
+        // SAFETY: `addr` is a valid sockaddr_ll of the size given.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("could not bind a packet socket to {iface}"));
+        }
+        Ok(PacketSocket { fd })
+    }
+
+    fn send(&self, frame: &[u8]) -> Result<()> {
+        // SAFETY: the buffer is valid for its length.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n != frame.len() as isize {
+            return Err(std::io::Error::last_os_error()).context("could not send a frame");
+        }
+        Ok(())
+    }
+
+    /// The next frame, or None once `deadline` has passed.
+    fn recv_until(&self, deadline: Instant) -> Result<Option<Vec<u8>>> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("poll on a packet socket failed");
+            }
+            if rc == 0 {
+                continue;
+            }
+            let mut buf = vec![0u8; 2048];
+            // SAFETY: the buffer is valid for its length.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error())
+                    .context("recv on a packet socket failed");
+            }
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_follow_rfc_5798() {
+        let second = Duration::from_secs(1);
+        assert_eq!(skew(100, second), Duration::from_micros(609_375));
+        assert_eq!(master_down(100, second), Duration::from_micros(3_609_375));
+        assert_eq!(
+            master_down(255, second),
+            Duration::from_nanos(3_003_906_250)
+        );
+    }
+
+    #[test]
+    fn transition_lines_parse_and_others_do_not() {
+        let log = "\
+2026-11-22T05:00:00Z  INFO lbd: forwarding
+2026-11-22T05:00:01Z  INFO lb_userspace::vrrp: VRRP lb_vip: initialize -> backup (startup), priority 101
+2026-11-22T05:00:04Z  INFO lb_userspace::vrrp: VRRP lb_vip: backup -> master (master down), priority 101
+2026-11-22T05:00:05Z  INFO lb_userspace::vrrp: VRRP other: backup -> master (master down), priority 100
+2026-11-22T05:00:09Z  INFO lb_userspace::vrrp: VRRP lb_vip: master -> backup (higher priority 120 from 192.0.2.3), priority 51
+";
+        let seen = logged_transitions(log, "lb_vip");
+        assert_eq!(seen.len(), 3);
+        assert_eq!(
+            seen[1],
+            LoggedTransition {
+                from: "backup".into(),
+                to: "master".into(),
+                reason: "master down".into(),
+                priority: 101
+            }
+        );
+        assert_eq!(seen[2].reason, "higher priority 120 from 192.0.2.3");
+        assert_eq!(seen[2].priority, 51);
+        assert_eq!(entered(log, "lb_vip", "master"), 1);
+        assert_eq!(entered(log, "other", "master"), 1);
+        assert_eq!(entered(log, "lb_vip", "fault"), 0);
+    }
+
+    #[test]
+    fn arp_replies_are_told_from_requests_and_announcements() {
+        let client = [2, 0, 0, 0, 0, 1];
+        let node = [2, 0, 0, 0, 0, 2];
+        let asker = Ipv4Addr::new(203, 0, 113, 10);
+        let vip = Ipv4Addr::new(192, 0, 2, 10);
+        let request = arp_request(client, asker, vip);
+        assert_eq!(request.len(), 60);
+        assert_eq!(arp_reply_from(&request, client, asker, vip), None);
+        // The reply a kernel sends: swap roles, op 2, unicast to the asker.
+        let mut reply = Vec::new();
+        reply.extend_from_slice(&client);
+        reply.extend_from_slice(&node);
+        reply.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        reply.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+        reply.extend_from_slice(&node);
+        reply.extend_from_slice(&vip.octets());
+        reply.extend_from_slice(&client);
+        reply.extend_from_slice(&asker.octets());
+        assert_eq!(arp_reply_from(&reply, client, asker, vip), Some(node));
+        assert_eq!(
+            arp_reply_from(&reply, client, asker, Ipv4Addr::new(192, 0, 2, 20)),
+            None
+        );
+        let mut broadcast = reply.clone();
+        broadcast[0..6].copy_from_slice(&[0xff; 6]);
+        assert_eq!(arp_reply_from(&broadcast, client, asker, vip), None);
+    }
+
+    #[test]
+    fn macs_parse_and_print() {
+        let mac = parse_mac("0a:1b:2c:3d:4e:5f").unwrap();
+        assert_eq!(mac, [0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f]);
+        assert_eq!(mac_text(&mac), "0a:1b:2c:3d:4e:5f");
+        assert_eq!(parse_mac("0a:1b:2c:3d:4e"), None);
+        assert_eq!(parse_mac("0a:1b:2c:3d:4e:5f:00"), None);
+    }
+
+    #[test]
+    fn instance_config_renders_as_lbd_reads_it() {
+        let mut cfg = super::super::lbd::LbdConfig::for_lab_nodes(
+            &["vr1x0-lb1".into(), "vr1x0-lb2".into()],
+            vec![],
+        );
+        let mut priority = BTreeMap::new();
+        priority.insert("vr1x0-lb1".to_string(), 101);
+        priority.insert("vr1x0-lb2".to_string(), 100);
+        let mut unicast_src = BTreeMap::new();
+        unicast_src.insert("vr1x0-lb1".to_string(), Ipv4Addr::new(192, 0, 2, 2));
+        unicast_src.insert("vr1x0-lb2".to_string(), Ipv4Addr::new(192, 0, 2, 3));
+        cfg.vrrp.push(VrrpConfig {
+            name: "lb_vip".into(),
+            virtual_router_id: 51,
+            advert_interval: "1s".into(),
+            unicast_peers: vec![Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 3)],
+            vips: vec![Ipv4Addr::new(192, 0, 2, 10)],
+            preempt: false,
+            priority,
+            unicast_src,
+            tracks: vec![TrackConfig::service_up("web", -50)],
+        });
+        let text = cfg.render().unwrap();
+        let parsed: toml::Value = toml::from_str(&text).unwrap();
+        let vrrp = &parsed["vrrp"][0];
+        assert_eq!(vrrp["name"].as_str(), Some("lb_vip"), "{text}");
+        assert_eq!(vrrp["priority"]["vr1x0-lb1"].as_integer(), Some(101));
+        assert_eq!(vrrp["unicast_src"]["vr1x0-lb2"].as_str(), Some("192.0.2.3"));
+        assert_eq!(vrrp["preempt"].as_bool(), Some(false));
+        assert_eq!(vrrp["track"][0]["kind"].as_str(), Some("service-up"));
+        assert_eq!(vrrp["track"][0]["weight"].as_integer(), Some(-50));
+        assert_eq!(vrrp["track"][0]["service"].as_str(), Some("web"));
+        let single = super::super::lbd::LbdConfig::default().render().unwrap();
+        assert!(!single.contains("vrrp"), "{single}");
+    }
+}
