@@ -810,6 +810,7 @@ async fn start_vrrp(
         xdp_link: dataplane.pins().link(),
         xdp_ifindex: load::if_index(iface)?,
         conditions,
+        seq_file: Some(Path::new(RUN_DIR).join(format!("{node_name}.ahseq"))),
     })
     .await
     .context("starting VRRP")

@@ -50,6 +50,14 @@ impl Advertiser {
         }
     }
 
+    /// Makes the next AH sequence number at least `last + 1` (what an
+    /// earlier agent sent).
+    pub fn start_above(&mut self, last: u32) {
+        if self.seq.value() < last {
+            self.seq = SeqCounter::starting_at(last);
+        }
+    }
+
     /// One datagram per destination for an advert with `priority`; AH
     /// sequence numbers are floored by the clock at `unix_ms`.
     pub fn datagrams(&mut self, priority: u8, unix_ms: u64) -> Result<Vec<(Ipv4Addr, Vec<u8>)>> {

@@ -16,7 +16,7 @@ use super::TransitionReport;
 use super::advert::Advertiser;
 use super::lease::LeaseKeeper;
 use super::probes;
-use super::seq::unix_now_ms;
+use super::seq::{SeqStore, unix_now_ms};
 use super::status::StatusCell;
 use super::timers::Timers;
 use super::tracking::{self, Condition, Tracking};
@@ -62,6 +62,8 @@ pub struct Instance {
     garp_task: Option<JoinHandle<()>>,
     /// Renewed by our adverts while master; `None` without a data path.
     lease: Option<Arc<LeaseKeeper>>,
+    /// Keeps our highest AH sequence number for the next agent.
+    seq_store: Option<Arc<SeqStore>>,
 }
 
 impl Instance {
@@ -72,12 +74,17 @@ impl Instance {
         status: StatusCell,
         reports: UnboundedSender<TransitionReport>,
         lease: Option<Arc<LeaseKeeper>>,
+        seq_store: Option<Arc<SeqStore>>,
     ) -> Self {
+        let mut advertiser = Advertiser::new(&spec);
+        if let Some(store) = &seq_store {
+            advertiser.start_above(store.last());
+        }
         Instance {
             vip_set: spec.rx.vips.iter().copied().collect(),
             machine: Machine::new(spec.machine.clone()),
             timers: Timers::default(),
-            advertiser: Advertiser::new(&spec),
+            advertiser,
             tracking: Tracking::new(spec.machine.priority, &spec.track),
             status,
             reports,
@@ -85,6 +92,7 @@ impl Instance {
             xdp,
             garp_task: None,
             lease,
+            seq_store,
             spec,
         }
     }
@@ -215,6 +223,12 @@ impl Instance {
                 return;
             }
         };
+        if self.spec.uses_ah()
+            && let Some(store) = &self.seq_store
+        {
+            // Before sending: a crash right after must not reuse it.
+            store.record(self.advertiser.seq.value());
+        }
         let mut sent = false;
         for (dst, datagram) in datagrams {
             match self.io.socket.send_datagram(dst, &datagram).await {

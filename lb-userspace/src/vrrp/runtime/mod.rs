@@ -65,6 +65,9 @@ pub struct RuntimeOptions {
     pub xdp_ifindex: u32,
     /// Observations known at start (service-up, from the agent's health).
     pub conditions: Vec<(Condition, bool)>,
+    /// Where the highest AH sequence number sent is kept across restarts;
+    /// `None`: the clock floor only.
+    pub seq_file: Option<PathBuf>,
 }
 
 /// The agent's handle on the VRRP thread.
@@ -234,6 +237,10 @@ async fn prepare(
         }),
         None => None,
     };
+    let seq_store = options
+        .seq_file
+        .clone()
+        .map(|path| Arc::new(seq::SeqStore::open(path)));
     let keeper = options
         .lease
         .clone()
@@ -279,6 +286,7 @@ async fn prepare(
             cell,
             reports.clone(),
             keeper.clone(),
+            seq_store.clone(),
         );
         for (condition, holds) in &options.conditions {
             instance.preset(condition, *holds);

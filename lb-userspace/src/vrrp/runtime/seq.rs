@@ -9,7 +9,14 @@
 //! counter stays within a step or two of the floor, and an agent restarted
 //! more than a quarter second after its predecessor's last advert (loading
 //! the XDP program alone takes longer) starts above anything it sent.
+//!
+//! A master that just took over sends a few adverts within milliseconds and
+//! runs ahead of the floor, so the clock alone is not enough for a restart
+//! right after a takeover: the highest number sent is also kept in a small
+//! file under /run/lbd ([`SeqStore`]), which a new agent starts above.
 
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::vrrp::ah::{SEQ_LIMIT, SeqCounter};
@@ -36,6 +43,50 @@ pub fn next_seq(counter: &mut SeqCounter, unix_ms: u64) -> u32 {
     counter.next_for_send()
 }
 
+/// The highest AH sequence number this node sent, kept across agent
+/// restarts (`/run/lbd/<node>.ahseq`; tmpfs: a reboot takes longer than the
+/// clock floor needs).
+pub struct SeqStore {
+    path: PathBuf,
+    last: Mutex<u32>,
+}
+
+impl SeqStore {
+    /// Reads what an earlier agent left (0 when nothing or unreadable).
+    pub fn open(path: PathBuf) -> Self {
+        let last = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        SeqStore {
+            path,
+            last: Mutex::new(last),
+        }
+    }
+
+    /// The number to start above.
+    pub fn last(&self) -> u32 {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `seq` as sent, if higher than anything recorded. Written
+    /// whole to a temporary file and renamed, so a crash never leaves half
+    /// a number.
+    pub fn record(&self, seq: u32) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if seq <= *last {
+            return;
+        }
+        *last = seq;
+        let tmp = self.path.with_extension("ahseq.tmp");
+        let written = std::fs::write(&tmp, format!("{seq}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            tracing::debug!("recording the AH sequence number in {}: {e}", self.path.display());
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch now (0 if the clock is before it).
 pub fn unix_now_ms() -> u64 {
     SystemTime::now()
@@ -46,6 +97,21 @@ pub fn unix_now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_keeps_the_highest_number_across_opens() {
+        let dir = std::env::temp_dir().join(format!("lb-seq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n.ahseq");
+        let store = SeqStore::open(path.clone());
+        assert_eq!(store.last(), 0);
+        store.record(500);
+        store.record(400);
+        assert_eq!(SeqStore::open(path.clone()).last(), 500);
+        std::fs::write(&path, "garbage").unwrap();
+        assert_eq!(SeqStore::open(path).last(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn floor_counts_four_per_second_since_2026() {
