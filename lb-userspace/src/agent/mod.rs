@@ -10,6 +10,7 @@ pub mod admin_view;
 pub mod control;
 pub mod control_client;
 pub mod health_view;
+pub mod notify;
 pub mod state;
 pub mod state_file;
 
@@ -308,6 +309,7 @@ impl Agent {
         for (key, state) in agent.admin.not_ready() {
             tracing::info!("{key} is in {state} (from {})", agent.state_path.display());
         }
+        notify::ready(&agent.status_line());
         Ok(agent)
     }
 
@@ -329,15 +331,19 @@ impl Agent {
         let mut gc = tokio::time::interval(GC_INTERVAL);
         let mut neigh = tokio::time::interval(NEIGHBOUR_INTERVAL);
         neigh.tick().await;
+        let mut watchdog = notify::Watchdog::from_env();
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
+                    notify::reloading();
                     if let Err(e) = self.reload().await {
                         tracing::error!("reload refused, the running config keeps serving: {e:#}");
                     }
+                    notify::ready(&self.status_line());
                 }
+                _ = watchdog.ping() => {}
                 Some(event) = self.health_events.recv() => self.health_changed(event),
                 Some(pending) = self.control_requests.recv() => {
                     let answer = self.answer(pending.request);
@@ -352,6 +358,7 @@ impl Agent {
                 }
             }
         }
+        notify::stopping();
         tracing::info!(
             "agent stopping; the pinned XDP program keeps forwarding (`lbd stop --detach` removes it)"
         );
@@ -539,6 +546,18 @@ impl Agent {
         }
         tracing::info!("{key}: admin state {old} -> {state}");
         Ok(format!("{key}: {old} -> {state}"))
+    }
+
+    /// One line for `systemctl status` (the service manager's STATUS=).
+    fn status_line(&self) -> String {
+        let node = self.node();
+        format!(
+            "forwarding {} services, {} backends on {} ({:?} XDP)",
+            self.config.services.len(),
+            self.config.backend_count(),
+            node.interface,
+            node.xdp_mode
+        )
     }
 
     fn node(&self) -> &Node {

@@ -1,0 +1,128 @@
+//! lbd as a real systemd service, in a Debian VM (QEMU, Debian's kernel,
+//! systemd as PID 1): `cargo xtask install --root` stages the binary, the
+//! unit and the config; in the VM the unit starts (Type=notify: active only
+//! after READY=1, with the program attached), reloads on `systemctl reload`
+//! (the agent logs it and its STATUS= changes), and stops with ExecStopPost
+//! (`lbd stop`) run. The guest checks each step (tests/vm/run.sh) and
+//! reports on its second serial port; this test asserts on that report.
+//!
+//! Needs root, qemu-system-x86, debootstrap and the Debian mirror the first
+//! time (the image is cached in /var/cache/lb-vm). Fails, not skips,
+//! without them. About six minutes cold (image build), about one warm
+//! (emulated CPU; less with KVM).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lb_tests::vm::{image, qemu};
+
+/// Boot, the test and power-off, emulated (TCG) on a loaded machine.
+const VM_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// A directory of this run, removed at the end (also on panic).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// `cargo xtask install --root ROOT`, as an operator would stage it.
+fn xtask_install(root: &Path) -> String {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["xtask", "install", "--root"])
+        .arg(root)
+        .output()
+        .expect("cargo xtask install starts");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "cargo xtask install --root {} failed ({}):\n{stdout}\n{}",
+        root.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn vm_systemd() {
+    // SAFETY: plain syscall.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "vm_systemd must run as root");
+    let started = Instant::now();
+    let base = image::ensure().expect("the VM image is there or gets built");
+    let image_ready = started.elapsed();
+
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("lb-vm-systemd-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&scratch.0);
+    let stage = scratch.0.join("stage");
+    let root = stage.join("root");
+    let vm = workspace_root().join("tests/vm");
+    // The VM's config is in place first: install must keep it.
+    std::fs::create_dir_all(root.join("etc/lb")).unwrap();
+    std::fs::copy(vm.join("lbd.toml"), root.join("etc/lb/lbd.toml")).unwrap();
+    std::fs::copy(vm.join("lbd-reload.toml"), stage.join("lbd-reload.toml")).unwrap();
+    std::fs::copy(vm.join("run.sh"), stage.join("run.sh")).unwrap();
+
+    let said = xtask_install(&root);
+    println!("{said}");
+    assert!(
+        said.contains(&format!("kept {}", root.join("etc/lb/lbd.toml").display())),
+        "install must keep an existing config:\n{said}"
+    );
+    for installed in ["usr/local/sbin/lbd", "etc/systemd/system/lbd.service"] {
+        assert!(
+            root.join(installed).is_file(),
+            "install did not put {installed} in place"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/lb/lbd.toml")).unwrap(),
+        std::fs::read_to_string(vm.join("lbd.toml")).unwrap(),
+        "install overwrote the existing config"
+    );
+
+    let disk = scratch.0.join("stage.ext4");
+    qemu::make_disk(&stage, &disk, "512M").expect("the stage disk is made");
+    let boot = qemu::boot(&base, &disk, &scratch.0, VM_TIMEOUT).expect("the VM runs its test");
+    println!(
+        "VM ({:?}): image ready after {image_ready:.1?}, boot + test + power-off {:.1?}\n{}",
+        boot.accel, boot.took, boot.report
+    );
+    let verdict = boot
+        .report
+        .lines()
+        .filter(|line| line.starts_with("lb-vm: "))
+        .next_back();
+    assert_eq!(
+        verdict,
+        Some("lb-vm: PASS"),
+        "the VM test did not pass; its report:\n{}\nconsole ends with:\n{}",
+        boot.report,
+        qemu::tail(&boot.console, 60)
+    );
+    for step in [
+        "start: active after",
+        "watchdog: pinged",
+        "reload: logged after",
+        "stop: inactive after",
+    ] {
+        assert!(
+            boot.report.contains(step),
+            "the report lacks {step:?}:\n{}",
+            boot.report
+        );
+    }
+}
