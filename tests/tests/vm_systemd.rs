@@ -104,8 +104,7 @@ fn vm_systemd() {
     let verdict = boot
         .report
         .lines()
-        .filter(|line| line.starts_with("lb-vm: "))
-        .next_back();
+        .rfind(|line| line.starts_with("lb-vm: "));
     assert_eq!(
         verdict,
         Some("lb-vm: PASS"),

@@ -18,9 +18,10 @@ trap 'rm -rf "$work"' EXIT
 root=$work/root
 
 # A minimal system: the kernel with its initramfs (virtio_blk is a module),
-# systemd as init, iproute2 for the test's veth, procps for its checks.
+# systemd as init, iproute2 for the test's veth, procps for its checks,
+# nftables (lbd installs its forward-drop policy with nft).
 debootstrap --variant=minbase \
-    --include=linux-image-amd64,initramfs-tools,systemd,systemd-sysv,udev,kmod,iproute2,procps \
+    --include=linux-image-amd64,initramfs-tools,systemd,systemd-sysv,udev,kmod,iproute2,procps,nftables \
     bookworm "$root" "$mirror"
 
 echo lbvm > "$root/etc/hostname"

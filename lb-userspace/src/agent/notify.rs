@@ -98,7 +98,7 @@ mod tests {
         );
         assert_eq!(
             ping_interval(Duration::from_micros(3)),
-            Some(Duration::from_micros(1))
+            Some(Duration::from_nanos(1500))
         );
         assert_eq!(ping_interval(Duration::ZERO), None);
         assert_eq!(ping_interval(Duration::from_nanos(1)), None);
