@@ -67,8 +67,14 @@ fn the_unit_keeps_what_the_agent_needs() {
     assert!(value("ExecStopPost").starts_with("/usr/local/sbin/lbd stop"));
     assert!(!value("WatchdogSec").is_empty());
     assert_eq!(value("ProtectSystem"), "strict");
-    // ProtectKernelTunables makes /proc/sys and /sys read-only: the pins
-    // and the sysctls lbd writes must be opened up again.
+    // /sys and /proc/sys are read-only, but the pins and the sysctls lbd
+    // writes must stay writable; ProtectKernelTunables would make bpffs
+    // read-only for good (ReadWritePaths cannot undo it: seen in the VM).
+    assert_eq!(value("ProtectKernelTunables"), "", "it would make /sys/fs/bpf read-only");
+    let readonly = value("ReadOnlyPaths");
+    for path in ["/sys", "/proc/sys"] {
+        assert!(readonly.split_whitespace().any(|p| p == path), "{path} must be read-only");
+    }
     let writable = value("ReadWritePaths");
     for path in ["/sys/fs/bpf", "/proc/sys/net"] {
         assert!(

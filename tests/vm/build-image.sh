@@ -17,12 +17,22 @@ work=$(mktemp -d "$out.work.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root=$work/root
 
-# A minimal system: the kernel with its initramfs (virtio_blk is a module),
-# systemd as init, iproute2 for the test's veth, procps for its checks,
-# nftables (lbd installs its forward-drop policy with nft).
+# A minimal system: systemd as init, iproute2 for the test's veth, procps
+# for its checks, nftables (lbd installs its forward-drop policy with nft).
 debootstrap --variant=minbase \
-    --include=linux-image-amd64,initramfs-tools,systemd,systemd-sysv,udev,kmod,iproute2,procps,nftables \
+    --include=initramfs-tools,systemd,systemd-sysv,udev,kmod,iproute2,procps,nftables \
     bookworm "$root" "$mirror"
+
+# Debian's kernel from bookworm-backports (6.12) with its initramfs
+# (virtio_blk is a module): bookworm's own 6.1 verifier rejects lb's XDP
+# program ("combined stack size of 4 calls is 544. Too large").
+echo "deb $mirror bookworm-backports main" > "$root/etc/apt/sources.list.d/backports.list"
+mount -t proc proc "$root/proc"
+trap 'umount "$root/proc" 2>/dev/null; rm -rf "$work"' EXIT
+chroot "$root" apt-get update -q
+chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -q -y \
+    --no-install-recommends -t bookworm-backports linux-image-amd64
+umount "$root/proc"
 
 echo lbvm > "$root/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 lbvm\n' > "$root/etc/hosts"
