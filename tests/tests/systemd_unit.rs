@@ -70,10 +70,17 @@ fn the_unit_keeps_what_the_agent_needs() {
     // /sys and /proc/sys are read-only, but the pins and the sysctls lbd
     // writes must stay writable; ProtectKernelTunables would make bpffs
     // read-only for good (ReadWritePaths cannot undo it: seen in the VM).
-    assert_eq!(value("ProtectKernelTunables"), "", "it would make /sys/fs/bpf read-only");
+    assert_eq!(
+        value("ProtectKernelTunables"),
+        "",
+        "it would make /sys/fs/bpf read-only"
+    );
     let readonly = value("ReadOnlyPaths");
     for path in ["/sys", "/proc/sys"] {
-        assert!(readonly.split_whitespace().any(|p| p == path), "{path} must be read-only");
+        assert!(
+            readonly.split_whitespace().any(|p| p == path),
+            "{path} must be read-only"
+        );
     }
     let writable = value("ReadWritePaths");
     for path in ["/sys/fs/bpf", "/proc/sys/net"] {
