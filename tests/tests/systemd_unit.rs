@@ -103,7 +103,10 @@ fn the_unit_keeps_what_the_agent_needs() {
     for cap in ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_NET_RAW"] {
         assert!(caps.split_whitespace().any(|c| c == cap), "{cap} is needed");
     }
-    assert!(!caps.contains("CAP_SYS_ADMIN"), "CAP_SYS_ADMIN is not needed (VM probe)");
+    assert!(
+        !caps.contains("CAP_SYS_ADMIN"),
+        "CAP_SYS_ADMIN is not needed (VM probe)"
+    );
     for family in ["AF_NETLINK", "AF_INET", "AF_UNIX", "AF_PACKET"] {
         assert!(
             value("RestrictAddressFamilies").contains(family),

@@ -1,8 +1,8 @@
-# A manual probe, not part of the test suite: which capabilities lbd really
-# needs under packaging/lbd.service. Runs in the VM of vm_systemd.rs in place
-# of run.sh (copy it to the stage as run.sh; see tests/tests/vm_systemd.rs),
-# starts the unit with each capability of its CapabilityBoundingSet= removed
-# in turn, fresh (no pins) and adopting (pins of the previous agent), and
+# Which capabilities lbd really needs under packaging/lbd.service: runs in
+# the VM in place of run.sh for the ignored test vm_capabilities
+# (tests/tests/vm_systemd.rs; run it by hand, about two minutes), starts
+# the unit with each capability of its CapabilityBoundingSet= removed in
+# turn, fresh (no pins) and adopting (pins of the previous agent), and
 # reports on the second serial port.
 exec >/dev/ttyS1 2>&1
 set -u
