@@ -3,11 +3,13 @@
 //! needs the eBPF toolchain, because installing that toolchain is its job.
 
 mod exec;
+mod install;
 mod probe;
 mod setup;
 mod tasks;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -28,6 +30,17 @@ enum Task {
     Build {
         #[arg(long)]
         release: bool,
+    },
+    /// Build the release agent and install it as a systemd service: the
+    /// binary, packaging/lbd.service, the README, and examples/horizon.toml
+    /// as /etc/lb/lbd.toml unless that exists (never overwritten).
+    Install {
+        /// Install under this directory instead of / (a staging tree).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Where the binary and docs go on the installed system.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
     },
     /// Build the release agent and run it: cargo xtask run -- run --config FILE --node NAME
     Run {
@@ -60,6 +73,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup => tasks::setup(),
         Task::Build { release } => tasks::build(release),
+        Task::Install { root, prefix } => tasks::install(root, prefix),
         Task::Run { args } => tasks::run_agent(&args),
         Task::Test { args } => tasks::test(&args),
         Task::Demo { args } => tasks::demo(&args),
@@ -126,6 +140,11 @@ mod tests {
             panic!("expected the demo task");
         };
         assert_eq!(args, ["--clients", "200"]);
+        let Task::Install { root, prefix } = parse(&["install", "--root", "/tmp/stage"]) else {
+            panic!("expected the install task");
+        };
+        assert_eq!(root, Some(PathBuf::from("/tmp/stage")));
+        assert_eq!(prefix, PathBuf::from("/usr/local"));
         assert!(matches!(
             parse(&["build", "--release"]),
             Task::Build { release: true }

@@ -24,7 +24,9 @@ const BPFFS: &str = "/sys/fs/bpf";
 pub const LAB_PACKAGES: &[&str] = &["iproute2", "ethtool", "nftables", "bpftool", "procps"];
 
 /// Everything the test suite uses: the lab, packet captures, module
-/// loading, keepalived as a real VRRP peer, Chromium for the stats page.
+/// loading, keepalived as a real VRRP peer, Chromium for the stats page,
+/// and the systemd VM (debootstrap builds its image, QEMU runs it,
+/// mkfs.ext4 makes its disks, systemd-analyze verifies the unit).
 pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
@@ -36,6 +38,10 @@ pub const TEST_PACKAGES: &[&str] = &[
     "chromium-driver",
     "procps",
     "kmod",
+    "debootstrap",
+    "qemu-system-x86",
+    "e2fsprogs",
+    "systemd",
 ];
 
 /// What a task needs from the machine before it can run.

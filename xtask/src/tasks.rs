@@ -2,6 +2,7 @@
 //! the cargo commands that do the work.
 
 use crate::exec::{self, note, run, step};
+use crate::install;
 use crate::setup::{self, LAB_PACKAGES, Needs, TEST_PACKAGES};
 use anyhow::{Context, Result, bail};
 use std::os::unix::process::CommandExt;
@@ -42,6 +43,20 @@ fn build_agent(release: bool) -> Result<()> {
         command.arg("--release");
     }
     run(&mut command)
+}
+
+/// Builds the release agent and installs it with its unit (see install.rs).
+pub fn install(root: Option<PathBuf>, prefix: PathBuf) -> Result<()> {
+    let layout = install::Layout::new(root, Some(prefix))?;
+    setup::ensure(&Needs {
+        task: "install",
+        root: None,
+        bpf: false,
+        packages: &[],
+    })?;
+    build_agent(true)?;
+    let lbd = target_dir().join("release").join("lbd");
+    install::run(&layout, &exec::workspace_root(), &lbd)
 }
 
 /// Builds the release agent and replaces this process with it, so signals

@@ -11,6 +11,7 @@ pub mod control;
 pub mod control_client;
 pub mod health_view;
 pub mod observed;
+pub mod notify;
 pub mod state;
 pub mod state_file;
 pub mod status_text;
@@ -384,6 +385,7 @@ impl Agent {
         for (key, state) in agent.admin.not_ready() {
             tracing::info!("{key} is in {state} (from {})", agent.state_path.display());
         }
+        notify::ready(&agent.status_line());
         Ok(agent)
     }
 
@@ -412,15 +414,19 @@ impl Agent {
         let mut gc = tokio::time::interval(GC_INTERVAL);
         let mut neigh = tokio::time::interval(NEIGHBOUR_INTERVAL);
         neigh.tick().await;
+        let mut watchdog = notify::Watchdog::from_env();
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
+                    notify::reloading();
                     if let Err(e) = self.reload().await {
                         tracing::error!("reload refused, the running config keeps serving: {e:#}");
                     }
+                    notify::ready(&self.status_line());
                 }
+                _ = watchdog.ping() => {}
                 Some(event) = self.health_events.recv() => self.health_changed(event),
                 report = next_report(&mut self.vrrp_reports) => match report {
                     Some(report) => self.vrrp_changed(report),
@@ -445,6 +451,7 @@ impl Agent {
         if let Some(vrrp) = self.vrrp.take() {
             self.hand_over(vrrp).await;
         }
+        notify::stopping();
         tracing::info!(
             "agent stopping; the pinned XDP program keeps forwarding (`lbd stop --detach` removes it)"
         );
@@ -765,6 +772,18 @@ impl Agent {
                 })
             })
             .collect()
+    }
+
+    /// One line for `systemctl status` (the service manager's STATUS=).
+    fn status_line(&self) -> String {
+        let node = self.node();
+        format!(
+            "forwarding {} services, {} backends on {} ({:?} XDP)",
+            self.config.services.len(),
+            self.config.backend_count(),
+            node.interface,
+            node.xdp_mode
+        )
     }
 
     fn node(&self) -> &Node {
