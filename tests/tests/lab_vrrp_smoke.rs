@@ -137,7 +137,10 @@ weight = 2
         vip_held(&lab, "lb1", vip, false),
         "a stopped master keeps no VIP"
     );
-    assert!(vip_held(&lab, "lb2", vip, true), "the new master holds the VIP");
+    assert!(
+        vip_held(&lab, "lb2", vip, true),
+        "the new master holds the VIP"
+    );
     lab.wait_for_service(&mut lb2, target, Duration::from_secs(10))
         .expect("the VIP answers through lb2");
 
@@ -210,7 +213,10 @@ weight = 2
     drop(lb1);
     lab.lbd_command(1, &["stop", "--config", config.to_str().unwrap()])
         .expect("lbd stop runs after the agent died");
-    assert!(vip_held(&lab, "lb1", vip, false), "lbd stop removed the VIP");
+    assert!(
+        vip_held(&lab, "lb1", vip, false),
+        "lbd stop removed the VIP"
+    );
     lb2.wait_for_log(Duration::from_secs(10), |log| {
         log[lb2_log_before.len()..]
             .contains("VRRP vip: backup -> master (master down), priority 102")

@@ -135,8 +135,12 @@ mod tests {
         let renewals = store.0.lock().unwrap().clone();
         assert_eq!(renewals.len(), 2);
         // Slow alone: 9 s. With fast master too: fast's 3 s bounds it.
-        assert!(renewals[0] > Duration::from_millis(8_900) && renewals[0] <= Duration::from_secs(9));
-        assert!(renewals[1] > Duration::from_millis(2_900) && renewals[1] <= Duration::from_secs(3));
+        assert!(
+            renewals[0] > Duration::from_millis(8_900) && renewals[0] <= Duration::from_secs(9)
+        );
+        assert!(
+            renewals[1] > Duration::from_millis(2_900) && renewals[1] <= Duration::from_secs(3)
+        );
         // Fast leaves master: slow's own deadline (minus the time passed) rules.
         keeper.left_master("fast");
         keeper.advert_sent("slow", Duration::from_secs(3));
@@ -147,6 +151,9 @@ mod tests {
     #[test]
     fn peer_waits_three_intervals() {
         assert_eq!(peer_waits(Duration::from_secs(1)), Duration::from_secs(3));
-        assert_eq!(peer_waits(Duration::from_millis(500)), Duration::from_millis(1_500));
+        assert_eq!(
+            peer_waits(Duration::from_millis(500)),
+            Duration::from_millis(1_500)
+        );
     }
 }

@@ -82,7 +82,10 @@ impl SeqStore {
         let written = std::fs::write(&tmp, format!("{seq}\n"))
             .and_then(|()| std::fs::rename(&tmp, &self.path));
         if let Err(e) = written {
-            tracing::debug!("recording the AH sequence number in {}: {e}", self.path.display());
+            tracing::debug!(
+                "recording the AH sequence number in {}: {e}",
+                self.path.display()
+            );
         }
     }
 }
