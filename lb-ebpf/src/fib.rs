@@ -29,7 +29,7 @@ pub fn next_hop(ctx: &XdpContext, src: u32, dst: u32, pkt: &Packet, out: &mut Fl
     };
     // SAFETY: this CPU's scratch row; a plain C struct of integers.
     let p: &mut FibParams = unsafe { &mut (*scratch).fib };
-    *p = unsafe { core::mem::zeroed() };
+    zero(p);
     p.family = AF_INET;
     p.l4_protocol = pkt.proto;
     p.__bindgen_anon_1.tot_len = pkt.tot_len;
@@ -54,6 +54,22 @@ pub fn next_hop(ctx: &XdpContext, src: u32, dst: u32, pkt: &Packet, out: &mut Fl
         reason::DROP_FIB_NO_NEIGH
     } else {
         reason::DROP_FIB_FAILED
+    }
+}
+
+/// Clears the request with 32-bit stores (its alignment is 4). `zeroed()` would be a call
+/// to `memset` in BPF: a frame below `next_hop`, which the 6.1 verifier
+/// charges 32 bytes of the 512-byte stack of the whole call chain.
+#[inline(always)]
+fn zero(p: &mut FibParams) {
+    const WORDS: usize = size_of::<FibParams>() / 4;
+    const _: () = assert!(size_of::<FibParams>() == WORDS * 4);
+    const _: () = assert!(core::mem::align_of::<FibParams>() >= 4);
+    let words = (p as *mut FibParams).cast::<u32>();
+    for i in 0..WORDS {
+        // SAFETY: within the request, which is plain integers. Volatile so
+        // the stores are not merged back into a `memset` call.
+        unsafe { words.add(i).write_volatile(0) };
     }
 }
 

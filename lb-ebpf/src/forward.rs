@@ -7,13 +7,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP, REFRESH_NS, csum, direction, flow_state,
+    Flow, IPPROTO_TCP, IPPROTO_UDP, REFRESH_NS, csum, direction, flow_state,
     headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHdr, UdpHdr},
     reason,
 };
 
 use crate::{
     counters, fib,
+    flowkey::flow_key,
     maps::FLOWS,
     packet::{Packet, ptr_at},
 };
@@ -52,14 +53,13 @@ fn refresh(ctx: &XdpContext, pkt: &Packet, f: &mut Flow, now: u64) {
         // On failure the entry keeps its last good next hop.
         let _ = fib::next_hop(ctx, f.nat_src_ip, f.nat_dst_ip, pkt, f);
     }
-    let peer_key = FlowKey {
-        src_ip: f.nat_dst_ip,
-        dst_ip: f.nat_src_ip,
-        src_port: f.nat_dst_port,
-        dst_port: f.nat_src_port,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
+    let peer_key = flow_key(
+        f.nat_dst_ip,
+        f.nat_src_ip,
+        f.nat_dst_port,
+        f.nat_src_port,
+        pkt.proto,
+    );
     // SAFETY: lookups only compare keys.
     if unsafe { FLOWS.get(&peer_key) }.is_some() {
         return;
@@ -75,6 +75,17 @@ fn refresh(ctx: &XdpContext, pkt: &Packet, f: &mut Flow, now: u64) {
         }
     }
     let _ = FLOWS.insert(&peer_key, &peer, BPF_NOEXIST as u64);
+}
+
+/// [`send`] along a copy of the map entry at `entry`, taken at once (a
+/// half-open entry, which a promotion on another CPU may remove). Not
+/// inlined: the copy then lives in this frame, not in the program's main
+/// frame that every call chain pays for (the 6.1 verifier sums them).
+#[inline(never)]
+pub fn send_copy(ctx: &XdpContext, pkt: &Packet, entry: *const Flow) -> u32 {
+    // SAFETY: a live map value (RCU keeps it readable for this run).
+    let f = unsafe { *entry };
+    send(ctx, pkt, &f)
 }
 
 /// The TO_CLIENT entry answering the client packet `pkt`: replies go back to

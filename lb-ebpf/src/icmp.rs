@@ -4,13 +4,14 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP, csum,
+    Flow, IPPROTO_TCP, IPPROTO_UDP, csum,
     headers::{ICMP_HLEN, IPV4_MIN_HLEN, IcmpHdr, Ipv4Hdr},
     local_addr_flags, reason,
 };
 
 use crate::{
     counters,
+    flowkey::flow_key,
     forward::transmit,
     maps::{FLOWS, HALF_OPEN, LOCAL_ADDRS},
     packet::{Packet, ptr_at},
@@ -47,14 +48,13 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> u32 {
     }
     // The quoted packet went one way; its flow entry for the other way says
     // how to translate toward whoever sent that quoted packet.
-    let key = FlowKey {
-        src_ip: inner_ip.daddr,
-        dst_ip: inner_ip.saddr,
-        src_port: inner_ports[1],
-        dst_port: inner_ports[0],
-        proto: inner_ip.proto,
-        _pad: [0; 3],
-    };
+    let key = flow_key(
+        inner_ip.daddr,
+        inner_ip.saddr,
+        inner_ports[1],
+        inner_ports[0],
+        inner_ip.proto,
+    );
     // SAFETY: the value is copied out at once.
     let flow: Flow = match unsafe { FLOWS.get(&key) } {
         Some(f) => *f,

@@ -6,6 +6,7 @@
 
 mod counters;
 mod fib;
+mod flowkey;
 mod forward;
 mod icmp;
 mod lease;
@@ -19,7 +20,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ServiceKey,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ServiceKey,
     headers::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, EthHdr, IP_MF, IP_OFFSET,
         IPV4_MIN_HLEN, Ipv4Hdr, TCP_MIN_HLEN, TcpHdr, UDP_HLEN, UdpHdr, VLAN_HLEN, VlanHdr,
@@ -28,6 +29,7 @@ use lb_common::{
 };
 
 use crate::{
+    flowkey::flow_key,
     maps::{FLOWS, HALF_OPEN, LOCAL_ADDRS, SERVICES, SETTINGS},
     packet::{Packet, ptr_at},
 };
@@ -148,14 +150,7 @@ fn process(ctx: &XdpContext) -> u32 {
     }
 
     // 1. A known flow, either direction: one lookup.
-    let key = FlowKey {
-        src_ip: pkt.saddr,
-        dst_ip: pkt.daddr,
-        src_port: sport,
-        dst_port: dport,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
+    let key = flow_key(pkt.saddr, pkt.daddr, sport, dport, pkt.proto);
     if let Some(entry) = FLOWS.get_ptr_mut(&key) {
         return forward::established(ctx, &pkt, entry, now);
     }
@@ -181,10 +176,8 @@ fn process(ctx: &XdpContext) -> u32 {
         let port = u16::from_be(dport);
         if port >= s.snat_port_min && port <= s.snat_port_max {
             if pkt.proto == IPPROTO_TCP {
-                // SAFETY: the value is copied out at once.
-                if let Some(h) = unsafe { HALF_OPEN.get(&key) } {
-                    let h = *h;
-                    return forward::send(ctx, &pkt, &h);
+                if let Some(h) = HALF_OPEN.get_ptr(&key) {
+                    return forward::send_copy(ctx, &pkt, h);
                 }
             }
             // SAFETY: lookups only compare keys.

@@ -15,7 +15,8 @@ use lb_common::{
 
 use crate::{
     counters, fib,
-    forward::{reply_entry, send},
+    flowkey::flow_key,
+    forward::{reply_entry, send, send_copy},
     maps::{BACKENDS, FLOWS, HALF_OPEN, MAGLEV, PERSIST, SCRATCH, SETTINGS},
     packet::Packet,
     rst,
@@ -45,14 +46,14 @@ pub fn to_service(
     if pkt.proto != IPPROTO_TCP {
         return open(ctx, pkt, key, svc, now);
     }
-    // SAFETY: the entry is read and written field by field (see forward.rs).
+    // The entry is copied by the callees, in their own frames: a copy here
+    // would sit in the program's main frame, which every call chain pays.
     if let Some(h) = HALF_OPEN.get_ptr_mut(key) {
-        let half = unsafe { *h };
         if pkt.tcp_flags & (TCP_SYN | TCP_RST) == 0 {
-            return promote(ctx, pkt, key, &half, now);
+            return promote(ctx, pkt, key, h, now);
         }
         // A retransmitted SYN, or a client aborting its handshake.
-        return send(ctx, pkt, &half);
+        return send_copy(ctx, pkt, h);
     }
     if pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         return open(ctx, pkt, key, svc, now);
@@ -66,7 +67,9 @@ pub fn to_service(
 /// The handshake completed: move the pair into `flows`. Inserted before the
 /// half-open entries are removed, so a SNAT port is never free in both.
 #[inline(never)]
-fn promote(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, half: &Flow, now: u64) -> u32 {
+fn promote(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, h: *const Flow, now: u64) -> u32 {
+    // SAFETY: a live map value, copied out at once.
+    let half = &unsafe { *h };
     let mut fwd = *half;
     fwd.state = flow_state::ESTABLISHED;
     fwd.last_seen_ns = now;
@@ -77,14 +80,13 @@ fn promote(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, half: &Flow, now: u64)
         flow_state::ESTABLISHED,
         now,
     );
-    let rev_key = FlowKey {
-        src_ip: half.nat_dst_ip,
-        dst_ip: half.nat_src_ip,
-        src_port: half.nat_dst_port,
-        dst_port: half.nat_src_port,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
+    let rev_key = flow_key(
+        half.nat_dst_ip,
+        half.nat_src_ip,
+        half.nat_dst_port,
+        half.nat_src_port,
+        key.proto,
+    );
     let _ = FLOWS.insert(&rev_key, &rev, BPF_NOEXIST as u64);
     let _ = FLOWS.insert(key, &fwd, BPF_NOEXIST as u64);
     let _ = HALF_OPEN.remove(key);
@@ -217,14 +219,7 @@ fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u
         // The flow is already opening: a retransmitted SYN, or another CPU
         // won a race on this very SYN. Follow the existing entry, so one
         // connection never opens two backend connections or two ports.
-        let rev_key = FlowKey {
-            src_ip: backend.ip,
-            dst_ip: svc.snat_ip,
-            src_port: backend.port,
-            dst_port: snat_port,
-            proto: pkt.proto,
-            _pad: [0; 3],
-        };
+        let rev_key = flow_key(backend.ip, svc.snat_ip, backend.port, snat_port, pkt.proto);
         remove_new(tcp, &rev_key);
         if !copy_existing(tcp, key, fwd) {
             return counters::drop(reason::DROP_TABLE_FULL);
@@ -266,14 +261,13 @@ fn claim_snat_port(pkt: &Packet, fwd: &Flow, tuple_hash: u32) -> Option<u16> {
         fwd.state,
         fwd.last_seen_ns,
     );
-    let mut rev_key = FlowKey {
-        src_ip: fwd.nat_dst_ip,
-        dst_ip: fwd.nat_src_ip,
-        src_port: fwd.nat_dst_port,
-        dst_port: 0,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
+    let mut rev_key = flow_key(
+        fwd.nat_dst_ip,
+        fwd.nat_src_ip,
+        fwd.nat_dst_port,
+        0,
+        pkt.proto,
+    );
     let mut seed = tuple_hash;
     let mut attempt = 0;
     while attempt < SNAT_TRIES {

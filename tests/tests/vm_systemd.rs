@@ -3,8 +3,11 @@
 //! unit and the config; in the VM the unit starts (Type=notify: active only
 //! after READY=1, with the program attached), reloads on `systemctl reload`
 //! (the agent logs it and its STATUS= changes), and stops with ExecStopPost
-//! (`lbd stop`) run. The guest checks each step (tests/vm/run.sh) and
-//! reports on its second serial port; this test asserts on that report.
+//! (`lbd stop`) run. The kernel is Debian 12's own 6.1, the oldest lb
+//! supports: its verifier must accept the program, and a client's SYN to
+//! the VIP runs the new-flow path (the deepest call chain) there. The guest
+//! checks each step (tests/vm/run.sh) and reports on its second serial
+//! port; this test asserts on that report.
 //!
 //! Needs root, qemu-system-x86, debootstrap and the Debian mirror the first
 //! time (the image is cached in /var/cache/lb-vm). Fails, not skips,
@@ -125,8 +128,16 @@ fn vm_systemd() {
         boot.report,
         qemu::tail(&boot.console, 60)
     );
+    // Debian 12's own kernel, the oldest lb supports: its verifier (which
+    // sums the stack of a whole call chain) accepted the program.
+    assert!(
+        boot.report.contains("lb-vm: kernel 6.1."),
+        "the VM must boot Debian 12's 6.1 kernel:\n{}",
+        boot.report
+    );
     for step in [
         "start: active after",
+        "after a SYN to the VIP:",
         "watchdog: pinged",
         "reload: logged after",
         "stop: inactive after",

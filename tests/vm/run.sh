@@ -32,9 +32,14 @@ cp -a "$stage/root/." / || fail "copying the installed files into /"
 systemctl daemon-reload || fail "systemctl daemon-reload"
 systemd-analyze verify lbd.service || fail "systemd-analyze verify lbd.service"
 
-# The node's link: a veth (generic XDP), the backends' network on-link.
-ip link add lb0 type veth peer name lb0p || fail "creating veth lb0"
-ip link set lb0 up && ip link set lb0p up || fail "bringing lb0 up"
+# The node's link: a veth (generic XDP), the backends' network on-link;
+# its peer in the namespace "peer" plays a client of the VIP and the
+# backend (no listener: it answers the SYN with a RST).
+ip netns add peer || fail "creating the namespace peer"
+ip link add lb0 type veth peer name lb0p netns peer || fail "creating veth lb0"
+ip link set lb0 up && ip -n peer link set lb0p up || fail "bringing lb0 up"
+ip -n peer addr add 192.0.2.99/24 dev lb0p || fail "addressing lb0p"
+ip -n peer addr add 198.51.100.21/24 dev lb0p || fail "addressing lb0p"
 ip addr add 198.51.100.2/24 dev lb0 || fail "addressing lb0"
 
 # Type=notify: `systemctl start` returns once lbd sent READY=1.
@@ -48,6 +53,18 @@ ip -4 addr show dev lb0 | grep -qF 192.0.2.20/32 || fail "READY came but the VIP
 status=$(systemctl show -p StatusText --value lbd.service)
 say "status: $status"
 case "$status" in *"1 services, 1 backends on lb0"*) ;; *) fail "unexpected STATUS= $status" ;; esac
+
+# The program runs on this kernel: a client's SYN to the VIP opens a flow
+# (backend choice, next hop, SNAT port claim: the deepest call chain). The
+# first SYNs may meet the backend's neighbour entry still unresolved.
+i=0
+until /usr/local/sbin/lbd status --json | tr -d ' \n' | grep -q '"new_flows":[1-9]'; do
+    i=$((i + 1))
+    [ "$i" -le 5 ] || fail "no new flow after 5 connections to the VIP: $(/usr/local/sbin/lbd status --json | tr -d ' \n')"
+    ip netns exec peer timeout 2 bash -c 'exec 3<>/dev/tcp/192.0.2.20/443' 2>/dev/null
+done
+events=$(/usr/local/sbin/lbd status --json | tr -d ' \n' | grep -o '"datapath_events":{[^}]*}')
+say "after a SYN to the VIP: a new flow; $events"
 # The first watchdog ping is sent as the agent loop starts.
 i=0
 while [ "$(systemctl show -p WatchdogTimestampMonotonic --value lbd.service)" = 0 ]; do
