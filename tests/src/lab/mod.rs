@@ -36,6 +36,7 @@
 
 mod apps;
 pub mod binaries;
+pub mod browser;
 pub mod counters;
 mod lbd;
 pub mod names;
