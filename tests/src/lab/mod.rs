@@ -34,6 +34,7 @@
 //! the namespaces and the scratch directory. A new lab removes leftovers of
 //! labs whose process died.
 
+pub mod admin_http;
 mod apps;
 pub mod binaries;
 pub mod browser;
@@ -41,6 +42,7 @@ pub mod counters;
 mod lbd;
 pub mod names;
 pub mod netns;
+pub mod prometheus;
 pub mod report;
 pub mod rlimit;
 mod setup;
