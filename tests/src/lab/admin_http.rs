@@ -214,6 +214,42 @@ pub fn send(addr: SocketAddrV4, request: &HttpRequest, timeout: Duration) -> Res
 }
 
 impl Lab {
+    /// Writes a config given as text into the lab directory (a rendered
+    /// [`super::LbdConfig`] plus sections it does not model, like
+    /// [`admin_section`]); returns its path.
+    pub fn write_config_text(&self, file_name: &str, text: &str) -> Result<std::path::PathBuf> {
+        let path = self.dir().join(file_name);
+        std::fs::write(&path, text)
+            .with_context(|| format!("could not write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Waits until the admin listener at `addr` answers `GET /login` with
+    /// 200 from `node`'s namespace; fails quoting lbd's log otherwise.
+    pub fn wait_for_admin(
+        &self,
+        lbd: &mut super::Lbd,
+        node: &str,
+        addr: SocketAddrV4,
+        timeout: Duration,
+    ) -> Result<()> {
+        let start = std::time::Instant::now();
+        let mut last = String::from("no attempt");
+        while start.elapsed() < timeout {
+            lbd.check_running()?;
+            match self.http(node, addr, &HttpRequest::get("/login"), Duration::from_secs(2)) {
+                Ok(r) if r.status == 200 => return Ok(()),
+                Ok(r) => last = format!("status {}", r.status),
+                Err(e) => last = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "the admin page at {addr} did not answer within {timeout:?} (last: {last}); lbd log ends with:\n{}",
+            lbd.log_tail(30)
+        )
+    }
+
     /// [`send`] from `node`'s namespace.
     pub fn http(
         &self,

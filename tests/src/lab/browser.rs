@@ -64,6 +64,8 @@ pub struct Browser {
     netns: String,
     /// Profile, HOME and logs of this browser, inside the lab directory.
     dir: PathBuf,
+    /// Sessions opened so far: each gets its own empty profile.
+    sessions: std::sync::atomic::AtomicUsize,
 }
 
 impl Browser {
@@ -80,13 +82,12 @@ impl Browser {
         }
         let netns = lab.netns(node)?.to_string();
         let dir = lab.dir().join(format!("browser-{node}"));
-        let profile = dir.join("profile");
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("could not clear {}", dir.display()))?;
         }
-        std::fs::create_dir_all(&profile)
-            .with_context(|| format!("could not create {}", profile.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
         let log = dir.join("chromedriver.log");
         let stderr = std::fs::File::create(dir.join("chromedriver.stderr"))
             .context("could not create the chromedriver stderr file")?;
@@ -109,6 +110,7 @@ impl Browser {
             driver: Some(driver),
             netns,
             dir,
+            sessions: Default::default(),
         };
         browser.wait_until_listening()?;
         Ok(browser)
@@ -120,10 +122,15 @@ impl Browser {
     }
 
     /// Opens a WebDriver session: starts a headless Chromium with a new,
-    /// empty profile. Close it with [`Client::close`] (Drop of the
-    /// `Browser` ends everything anyway).
+    /// empty profile (no cookies of earlier sessions). Close it with
+    /// [`Client::close`] (Drop of the `Browser` ends everything anyway).
     pub async fn session(&self) -> Result<Client> {
-        let profile = self.dir.join("profile");
+        let n = self
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile = self.dir.join(format!("profile-{n}"));
+        std::fs::create_dir_all(&profile)
+            .with_context(|| format!("could not create {}", profile.display()))?;
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.display()));
         let page_load = PAGE_LOAD_TIMEOUT.as_millis() as u64;
@@ -258,6 +265,35 @@ pub async fn wait_for_text(
         }
         if start.elapsed() > timeout {
             bail!("`{css}` did not show the expected text within {timeout:?}; it showed {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits up to `timeout` for an element matching `css` whose attribute
+/// `attr` satisfies `accept`; returns the value. Reloads nothing: pages
+/// that refresh themselves or a click's redirect bring the change.
+pub async fn wait_for_attr(
+    client: &Client,
+    css: &str,
+    attr: &str,
+    timeout: Duration,
+    accept: impl Fn(&str) -> bool,
+) -> Result<String> {
+    let start = Instant::now();
+    let mut last = String::from("(no such element)");
+    loop {
+        if let Ok(element) = client.find(Locator::Css(css)).await
+            && let Ok(value) = element.attr(attr).await
+        {
+            let value = value.unwrap_or_default();
+            if accept(&value) {
+                return Ok(value);
+            }
+            last = value;
+        }
+        if start.elapsed() > timeout {
+            bail!("`{css}` [{attr}] did not take the expected value within {timeout:?}; it was {last:?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
