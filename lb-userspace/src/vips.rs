@@ -62,6 +62,32 @@ impl VipAddresses {
         Ok(out)
     }
 
+    /// The interface's first IPv4 address that is not a /32 (not a VIP):
+    /// the source of multicast VRRP adverts.
+    pub async fn primary_address(&self) -> Result<Option<Ipv4Addr>> {
+        let mut dump = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(self.ifindex)
+            .execute();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .with_context(|| format!("listing the addresses of {}", self.iface))?
+        {
+            if msg.header.prefix_len == 32 {
+                continue;
+            }
+            for attr in &msg.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(a)) = attr {
+                    return Ok(Some(*a));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// VIPs (from `vips`) currently on the interface.
     pub async fn present(&self, vips: &BTreeSet<Ipv4Addr>) -> Result<BTreeSet<Ipv4Addr>> {
         Ok(self

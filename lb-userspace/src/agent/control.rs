@@ -95,6 +95,10 @@ impl Answer {
 pub struct NodeStatus {
     pub node: String,
     pub services: Vec<ServiceStatus>,
+    /// One entry per `[[vrrp]]` instance (empty without VRRP); filled in by
+    /// the agent from `VrrpHandle::status`.
+    #[serde(default)]
+    pub vrrp: Vec<crate::vrrp::runtime::InstanceStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +169,7 @@ pub fn status(
     NodeStatus {
         node: node.to_string(),
         services,
+        vrrp: Vec::new(),
     }
 }
 

@@ -14,8 +14,10 @@ pub mod state;
 pub mod state_file;
 
 use std::{
+    collections::BTreeSet,
     net::Ipv4Addr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -32,6 +34,11 @@ use crate::{
     health::{Checker, HealthEvent, Scheduler},
     objects,
     vips::VipAddresses,
+    vrrp::{
+        self,
+        runtime::{Condition, LeaseStore, RuntimeOptions, TransitionReport, VrrpHandle},
+        state::State,
+    },
 };
 use admin_view::{AdminState, AdminView};
 use control::{Answer, ControlSocket, Pending, Request};
@@ -68,6 +75,9 @@ pub fn run(config_path: &Path, node: Option<&str>) -> Result<()> {
 pub fn stop(config_path: &Path, node: Option<&str>, detach: bool) -> Result<()> {
     let config = load_config(config_path)?;
     let (node_name, node) = config.node(node)?;
+    if !detach && !config.vrrp.is_empty() {
+        return stop_vrrp(&config, node_name, &node.interface);
+    }
     if !detach {
         println!(
             "lbd stop: nothing to do without --detach: in single-node mode the pinned XDP \
@@ -85,7 +95,8 @@ pub fn stop(config_path: &Path, node: Option<&str>, detach: bool) -> Result<()> 
         );
     }
     host::remove_forward_drop(node_name)?;
-    let vips = state::vips(&config);
+    let mut vips = state::vips(&config);
+    vips.extend(state::vrrp_vips(&config));
     let iface = node.interface.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -95,6 +106,44 @@ pub fn stop(config_path: &Path, node: Option<&str>, detach: bool) -> Result<()> 
         let ifindex = load::if_index(&iface)?;
         VipAddresses::new(&iface, ifindex)?.remove_all(&vips).await
     })
+}
+
+/// `lbd stop` in VRRP mode (systemd's ExecStopPost): the agent is gone, so
+/// this node must stop holding the VIPs: they are removed from the
+/// interface and the lease is expired, so the data path serves none of
+/// them even before the peer's master-down timer fires. The pinned program
+/// stays (`--detach` removes it).
+fn stop_vrrp(config: &Config, node_name: &str, iface: &str) -> Result<()> {
+    require_root("lbd stop")?;
+    // Taking the lock proves no agent runs (it would fight us for the VIPs).
+    let _lock = lock_node(node_name)?;
+    match node_lease(node_name) {
+        Ok(Some(lease)) => lease
+            .expire()
+            .context("expiring the VRRP lease of this node")?,
+        Ok(None) => {}
+        Err(e) => tracing::warn!("no lease to expire (no data path pinned?): {e:#}"),
+    }
+    let vips = state::vrrp_vips(config);
+    let iface = iface.to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let ifindex = load::if_index(&iface)?;
+        VipAddresses::new(&iface, ifindex)?.remove_all(&vips).await
+    })?;
+    println!(
+        "lbd stop: the VRRP VIPs are removed and the lease expired; the pinned XDP program \
+         stays (`lbd stop --detach` removes it)"
+    );
+    Ok(())
+}
+
+/// The data-path lease of `node` (the pinned settings map).
+fn node_lease(_node: &str) -> Result<Option<Arc<dyn LeaseStore>>> {
+    Ok(None)
 }
 
 /// Where per-node runtime files live (control socket, lock).
@@ -216,17 +265,18 @@ struct Agent {
     control_requests: UnboundedReceiver<Pending>,
     /// Held for its Drop: stops listening and removes the socket file.
     _control: ControlSocket,
+    /// The VRRP thread, with `[[vrrp]]`; `None` in single-node mode.
+    vrrp: Option<VrrpHandle>,
+    vrrp_reports: Option<UnboundedReceiver<TransitionReport>>,
+    /// The instances this node is master of: their VIPs' services are
+    /// ACTIVE in the maps.
+    masters: BTreeSet<String>,
 }
 
 impl Agent {
     async fn start(config_path: PathBuf, config: Config, node_name: String) -> Result<Self> {
         let node = config.nodes[&node_name].clone();
-        if !config.vrrp.is_empty() {
-            tracing::warn!(
-                instances = config.vrrp.len(),
-                "[[vrrp]] is configured but this lbd does not run VRRP yet: it holds the service VIPs itself, as a single node"
-            );
-        }
+        let vrrp_mode = !config.vrrp.is_empty();
         let iface = node.interface.clone();
         let snat = host::PortRange::new(node.snat_ports.min, node.snat_ports.max)?;
         host::prepare(&node_name, &iface, snat)?;
@@ -265,7 +315,17 @@ impl Agent {
         let mut neighbours = ManagedNeighbours::new()?;
         neighbours.sync(&backend_addresses(&config)).await?;
         let vips = VipAddresses::new(&iface, load::if_index(&iface)?)?;
-        vips.add_all(&state::vips(&config)).await?;
+        // With VRRP the VIPs move with the instances: the VRRP thread adds
+        // them on becoming master, never the agent.
+        let (vrrp, vrrp_reports, masters) = if vrrp_mode {
+            let (handle, reports) =
+                start_vrrp(&config, &node_name, &iface, &dataplane, &vips, &admin).await?;
+            let masters = handle.resumed().clone();
+            (Some(handle), Some(reports), masters)
+        } else {
+            vips.add_all(&state::vips(&config)).await?;
+            (None, None, BTreeSet::new())
+        };
 
         let gc_policy = state::gc_policy(&config, &ids);
         // Every backend starts UP (HAProxy's rule), so the maps are
@@ -292,6 +352,9 @@ impl Agent {
             state_path,
             control_requests,
             _control: control,
+            vrrp,
+            vrrp_reports,
+            masters,
         };
         agent.program()?;
         tracing::info!(
@@ -314,8 +377,15 @@ impl Agent {
     /// Writes the maps for the current config and health.
     fn program(&mut self) -> Result<()> {
         let node = &self.config.nodes[&self.node_name];
-        let desired =
-            state::desired_state(&self.config, node, &self.ids, &self.health, &self.admin);
+        let active = state::active_vips(&self.config, &self.masters);
+        let desired = state::desired_state(
+            &self.config,
+            node,
+            &self.ids,
+            &self.health,
+            &self.admin,
+            &active,
+        );
         self.dataplane
             .apply(&desired)
             .context("programming the BPF maps")?;
@@ -339,6 +409,13 @@ impl Agent {
                     }
                 }
                 Some(event) = self.health_events.recv() => self.health_changed(event),
+                report = next_report(&mut self.vrrp_reports) => match report {
+                    Some(report) => self.vrrp_changed(report),
+                    None => {
+                        tracing::error!("the VRRP thread stopped: this node no longer takes part in VRRP");
+                        self.vrrp_reports = None;
+                    }
+                },
                 Some(pending) = self.control_requests.recv() => {
                     let answer = self.answer(pending.request);
                     // The client may have hung up; nothing to do then.
@@ -352,10 +429,69 @@ impl Agent {
                 }
             }
         }
+        if let Some(vrrp) = self.vrrp.take() {
+            self.hand_over(vrrp).await;
+        }
         tracing::info!(
             "agent stopping; the pinned XDP program keeps forwarding (`lbd stop --detach` removes it)"
         );
         Ok(())
+    }
+
+    /// Graceful stop with VRRP: masters resign with priority 0 so the peer
+    /// takes over within its skew time, the VIPs go, the lease is expired
+    /// and every service is made inactive.
+    async fn hand_over(&mut self, vrrp: VrrpHandle) {
+        tracing::info!("VRRP handover: resigning mastership before stopping");
+        if let Err(e) = vrrp.shutdown().await {
+            tracing::error!("VRRP handover incomplete: {e:#}");
+        }
+        self.masters.clear();
+        match self.program() {
+            Ok(()) => tracing::info!(
+                "VRRP handover done: priority 0 sent, VIPs removed, lease expired, services inactive"
+            ),
+            Err(e) => {
+                tracing::error!("VRRP handover: the services could not be made inactive: {e:#}")
+            }
+        }
+    }
+
+    /// An instance changed state: its VIPs' services follow (ACTIVE only
+    /// while master). The VRRP thread has logged the transition.
+    fn vrrp_changed(&mut self, report: TransitionReport) {
+        let changed = if report.transition.to == State::Master {
+            self.masters.insert(report.instance.clone())
+        } else {
+            self.masters.remove(&report.instance)
+        };
+        if !changed {
+            return;
+        }
+        let active = report.transition.to == State::Master;
+        match self.program() {
+            Ok(()) => tracing::info!(
+                vips = ?report.vips,
+                "VRRP {}: services on its VIPs are {}",
+                report.instance,
+                if active { "active" } else { "inactive" }
+            ),
+            Err(e) => tracing::error!(
+                "VRRP {}: the services could not be made {}: {e:#}",
+                report.instance,
+                if active { "active" } else { "inactive" }
+            ),
+        }
+    }
+
+    /// Tells the VRRP thread which services can take new clients
+    /// (`service-up` tracking).
+    fn push_services_up(&self) {
+        if let Some(vrrp) = &self.vrrp {
+            for (service, up) in state::services_up(&self.config, &self.health, &self.admin) {
+                vrrp.set_condition(Condition::ServiceUp(service), up);
+            }
+        }
     }
 
     /// A backend went UP or DOWN (the scheduler has logged it with its
@@ -372,6 +508,7 @@ impl Agent {
         if !self.health.record(key.clone(), event.up) {
             return;
         }
+        self.push_services_up();
         let started = Instant::now();
         match self.program() {
             Ok(()) => tracing::debug!(
@@ -417,6 +554,13 @@ impl Agent {
                 "changing the interface or XDP mode needs a restart (`lbd stop --detach`, then start)"
             );
         }
+        if new.vrrp != self.config.vrrp {
+            bail!(
+                "changing [[vrrp]] needs a restart of lbd (on the backup first); the running \
+                 instances keep going as they are"
+            );
+        }
+        let vrrp_mode = !new.vrrp.is_empty();
         if state::limits(&new) != state::limits(&self.config) {
             bail!(
                 "changing [limits] needs a restart with `lbd stop --detach` first (map sizes are fixed at load)"
@@ -434,7 +578,9 @@ impl Agent {
         self.neighbours.sync(&backend_addresses(&new)).await?;
         let old_vips = state::vips(&self.config);
         let new_vips = state::vips(&new);
-        self.vips.add_all(&new_vips).await?;
+        if !vrrp_mode {
+            self.vips.add_all(&new_vips).await?;
+        }
         // Admin states of backends still there carry over; health carries
         // over to the backends still checked; the checks follow the new
         // config only once the maps have taken it.
@@ -443,7 +589,8 @@ impl Agent {
         let health = self
             .health
             .carried_over(new_checks.iter().map(|(key, _, _)| key));
-        let desired = state::desired_state(&new, new_node, &ids, &health, &admin);
+        let active = state::active_vips(&new, &self.masters);
+        let desired = state::desired_state(&new, new_node, &ids, &health, &admin, &active);
         self.dataplane
             .apply(&desired)
             .context("programming the BPF maps")?;
@@ -451,11 +598,14 @@ impl Agent {
         self.health = health;
         let gone: std::collections::BTreeSet<Ipv4Addr> =
             old_vips.difference(&new_vips).copied().collect();
-        self.vips.remove_all(&gone).await?;
+        if !vrrp_mode {
+            self.vips.remove_all(&gone).await?;
+        }
         self.gc_policy = state::gc_policy(&new, &ids);
         self.ids = ids;
         self.admin = admin;
         self.config = new;
+        self.push_services_up();
         if let Err(e) = save_state(&self.state_path, &self.admin, &self.ids) {
             tracing::error!(
                 "the new config serves, but its ids are not saved (a restart may renumber): {e:#}"
@@ -474,17 +624,25 @@ impl Agent {
     /// Answers one control socket request.
     fn answer(&mut self, request: Request) -> Answer {
         match request {
-            Request::Status => Answer {
-                status: Some(control::status(
+            Request::Status => {
+                let mut status = control::status(
                     &self.node_name,
                     &self.config,
                     &self.ids,
                     &self.health,
                     &self.admin,
                     |key| self.checks.is_up(key).is_some(),
-                )),
-                ..Answer::ok("status")
-            },
+                );
+                status.vrrp = self
+                    .vrrp
+                    .as_ref()
+                    .map(VrrpHandle::status)
+                    .unwrap_or_default();
+                Answer {
+                    status: Some(status),
+                    ..Answer::ok("status")
+                }
+            }
             Request::SetState {
                 service,
                 backend,
@@ -518,13 +676,21 @@ impl Agent {
             health.record(key.clone(), true);
         }
         let node = self.node().clone();
-        let desired = state::desired_state(&self.config, &node, &self.ids, &health, &admin);
+        let active = state::active_vips(&self.config, &self.masters);
+        let desired =
+            state::desired_state(&self.config, &node, &self.ids, &health, &admin, &active);
         self.dataplane
             .apply(&desired)
             .context("the maps could not be updated; nothing changed")?;
         if let Err(e) = save_state(&self.state_path, &admin, &self.ids) {
-            let before =
-                state::desired_state(&self.config, &node, &self.ids, &self.health, &self.admin);
+            let before = state::desired_state(
+                &self.config,
+                &node,
+                &self.ids,
+                &self.health,
+                &self.admin,
+                &active,
+            );
             if let Err(undo) = self.dataplane.apply(&before) {
                 tracing::error!("{key}: putting the maps back failed: {undo:#}");
             }
@@ -537,6 +703,7 @@ impl Agent {
         } else {
             self.checks.stop(&key);
         }
+        self.push_services_up();
         tracing::info!("{key}: admin state {old} -> {state}");
         Ok(format!("{key}: {old} -> {state}"))
     }
@@ -552,6 +719,43 @@ fn save_state(path: &Path, admin: &AdminView, ids: &Ids) -> Result<()> {
         path,
         &SavedState::new(admin, ids.services.snapshot(), ids.backends.snapshot()),
     )
+}
+
+/// Starts the VRRP thread for this node's instances; service-up starts
+/// from the agent's start state (every backend UP).
+async fn start_vrrp(
+    config: &Config,
+    node_name: &str,
+    iface: &str,
+    dataplane: &Dataplane,
+    vips: &VipAddresses,
+    admin: &AdminView,
+) -> Result<(VrrpHandle, UnboundedReceiver<TransitionReport>)> {
+    let address = vips.primary_address().await?;
+    let instances = vrrp::config::for_node(config, node_name, address)?;
+    let conditions = state::services_up(config, &HealthView::all_up(), admin)
+        .into_iter()
+        .map(|(service, up)| (Condition::ServiceUp(service), up))
+        .collect();
+    vrrp::runtime::start(RuntimeOptions {
+        instances,
+        lease: node_lease(node_name)?,
+        xdp_link: dataplane.pins().link(),
+        xdp_ifindex: load::if_index(iface)?,
+        conditions,
+    })
+    .await
+    .context("starting VRRP")
+}
+
+/// The next VRRP transition; never ready in single-node mode.
+async fn next_report(
+    reports: &mut Option<UnboundedReceiver<TransitionReport>>,
+) -> Option<TransitionReport> {
+    match reports {
+        Some(reports) => reports.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn backend_addresses(config: &Config) -> Vec<Ipv4Addr> {

@@ -128,8 +128,9 @@ fn be(ip: Ipv4Addr) -> u32 {
 }
 
 /// What the maps should hold for `config` on `node` with the backends'
-/// `health`. Every service is active: in single-node mode this node serves
-/// all VIPs.
+/// `health`. A service is ACTIVE (takes new flows) only when its VIP is in
+/// `active_vips` ([`active_vips`]: every VIP in single-node mode, the VIPs
+/// of the instances this node is master of with VRRP).
 ///
 /// A DOWN backend takes no ring slots (new clients go to the others; Maglev
 /// leaves their slots mostly where they were) and loses `PERSIST_OK`
@@ -145,6 +146,7 @@ pub fn desired_state(
     ids: &Ids,
     health: &HealthView,
     admin: &AdminView,
+    active_vips: &BTreeSet<Ipv4Addr>,
 ) -> DesiredState {
     let settings = Settings {
         snat_port_min: node.snat_ports.min,
@@ -159,7 +161,8 @@ pub fn desired_state(
         .map(|svc| {
             *local.entry(be(svc.vip)).or_default() |= local_addr_flags::VIP;
             *local.entry(be(svc.snat_address)).or_default() |= local_addr_flags::SNAT;
-            desired_service(svc, ids, health, admin, config.limits.maglev_size)
+            let active = active_vips.contains(&svc.vip);
+            desired_service(svc, active, ids, health, admin, config.limits.maglev_size)
         })
         .collect();
     DesiredState {
@@ -171,12 +174,16 @@ pub fn desired_state(
 
 fn desired_service(
     svc: &Service,
+    active: bool,
     ids: &Ids,
     health: &HealthView,
     admin: &AdminView,
     ring_size: u32,
 ) -> DesiredService {
-    let mut flags = service_flags::ACTIVE;
+    let mut flags = 0;
+    if active {
+        flags |= service_flags::ACTIVE;
+    }
     if svc.scheduler == Scheduler::Flow {
         flags |= service_flags::SCHED_FLOW;
     }
@@ -265,6 +272,46 @@ pub fn vips(config: &Config) -> BTreeSet<Ipv4Addr> {
     config.services.iter().map(|s| s.vip).collect()
 }
 
+/// The VIPs of every `[[vrrp]]` instance: with VRRP, the runtime adds and
+/// removes these, never the agent.
+pub fn vrrp_vips(config: &Config) -> BTreeSet<Ipv4Addr> {
+    config
+        .vrrp
+        .iter()
+        .flat_map(|v| v.vips.iter().copied())
+        .collect()
+}
+
+/// The VIPs this node serves: all of them without VRRP; with VRRP, those
+/// of the instances it is master of (`masters`, by instance name).
+pub fn active_vips(config: &Config, masters: &BTreeSet<String>) -> BTreeSet<Ipv4Addr> {
+    if config.vrrp.is_empty() {
+        return vips(config);
+    }
+    config
+        .vrrp
+        .iter()
+        .filter(|v| masters.contains(&v.name))
+        .flat_map(|v| v.vips.iter().copied())
+        .collect()
+}
+
+/// Per service, whether it can take new clients here (at least one backend
+/// UP and not drained or in maint): the VRRP `service-up` condition.
+pub fn services_up(config: &Config, health: &HealthView, admin: &AdminView) -> Vec<(String, bool)> {
+    config
+        .services
+        .iter()
+        .map(|svc| {
+            let up = svc.backends.iter().any(|b| {
+                health.is_up(&svc.name, &b.name)
+                    && admin.state(&svc.name, &b.name).takes_new_clients()
+            });
+            (svc.name.clone(), up)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,7 +335,7 @@ mod tests {
         let mut ids = Ids::new(&limits(c));
         ids.sync(c, 0).unwrap();
         let node = &c.nodes["lb1"];
-        (desired_state(c, node, &ids, health, admin), ids)
+        (desired_state(c, node, &ids, health, admin, &vips(c)), ids)
     }
 
     fn service<'a>(d: &'a DesiredState, ids: &Ids, name: &str) -> &'a DesiredService {
@@ -541,6 +588,58 @@ weight = 3
                 .contains(&(h.snat_ip, local_addr_flags::VIP | local_addr_flags::SNAT))
         );
         assert_eq!(d.local_addrs.len(), 2);
+    }
+
+    #[test]
+    fn with_vrrp_only_the_vips_of_master_instances_are_active() {
+        let c = horizon();
+        let none = active_vips(&c, &BTreeSet::new());
+        assert!(none.is_empty(), "a backup serves nothing");
+        let masters: BTreeSet<String> = ["lb_vip".to_string()].into();
+        let all = active_vips(&c, &masters);
+        assert!(all.contains(&"192.0.2.20".parse().unwrap()));
+        assert!(all.contains(&"192.0.2.250".parse().unwrap()));
+        assert_eq!(vrrp_vips(&c), all);
+        let mut ids = Ids::new(&limits(&c));
+        ids.sync(&c, 0).unwrap();
+        let node = &c.nodes["lb1"];
+        let health = HealthView::all_up();
+        let admin = AdminView::all_ready();
+        let backup = desired_state(&c, node, &ids, &health, &admin, &none);
+        assert!(
+            backup
+                .services
+                .iter()
+                .all(|s| s.flags & service_flags::ACTIVE == 0)
+        );
+        // Inactive services keep their rings and rows: flows in progress
+        // and a later takeover need them.
+        assert!(backup.services.iter().all(|s| !s.backends.is_empty()));
+        let master = desired_state(&c, node, &ids, &health, &admin, &all);
+        assert!(
+            master
+                .services
+                .iter()
+                .all(|s| s.flags & service_flags::ACTIVE != 0)
+        );
+        let single = three();
+        assert_eq!(active_vips(&single, &BTreeSet::new()), vips(&single));
+    }
+
+    #[test]
+    fn a_service_is_up_while_one_backend_takes_new_clients() {
+        let c = three();
+        let up = |health: &HealthView, admin: &AdminView| services_up(&c, health, admin);
+        let ready = AdminView::all_ready();
+        assert_eq!(
+            up(&HealthView::all_up(), &ready),
+            [("web".to_string(), true)]
+        );
+        let two_down =
+            HealthView::with_down([BackendKey::new("web", "be1"), BackendKey::new("web", "be2")]);
+        assert_eq!(up(&two_down, &ready), [("web".to_string(), true)]);
+        let drained = AdminView::with([(BackendKey::new("web", "be3"), AdminState::Drain)]);
+        assert_eq!(up(&two_down, &drained), [("web".to_string(), false)]);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod config;
 pub mod garp;
 pub mod ipv4;
 pub mod packet;
+pub mod runtime;
 pub mod socket;
 pub mod state;
 pub mod track;

@@ -30,6 +30,10 @@
 //!   starts its takeover sooner).
 //! - Shutdown: a master sends priority 0 and removes the VIPs.
 //! - Priority 255 (address owner) goes master at startup without waiting.
+//! - Resume (lbd only): an agent restarted while its lease is fresh and its
+//!   VIPs are still on the interface was master a moment ago, and the peer
+//!   still sees it as master; it starts as master at once instead of
+//!   waiting a master-down interval as backup (which would be a failover).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -63,11 +67,29 @@ pub struct GarpBurst {
     pub repeat_delay: Duration,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     Initialize,
     Backup,
     Master,
+}
+
+impl State {
+    /// The lowercase name used in logs and `lbd status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Initialize => "initialize",
+            State::Backup => "backup",
+            State::Master => "master",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +120,9 @@ impl From<&Received> for AdvertSeen {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     Startup,
+    /// Startup of an agent that finds its lease fresh and its VIPs on the
+    /// interface: it was master until a moment ago, so it stays master.
+    Resume,
     Shutdown,
     /// An advert that passed `check::check_advert`.
     AdvertReceived(AdvertSeen),
@@ -119,6 +144,24 @@ pub enum Reason {
     HigherPriority,
     EqualPriorityHigherAddress,
     Shutdown,
+    /// A restarted agent found a fresh lease and its VIPs in place.
+    Resumed,
+}
+
+impl Reason {
+    /// Words for the transition log line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reason::Startup => "startup",
+            Reason::AddressOwner => "address owner",
+            Reason::MasterDown => "master down",
+            Reason::PeerResigned => "peer resigned",
+            Reason::HigherPriority => "higher priority",
+            Reason::EqualPriorityHigherAddress => "equal priority, higher address",
+            Reason::Shutdown => "shutdown",
+            Reason::Resumed => "resumed with a fresh lease",
+        }
+    }
 }
 
 /// A peer as seen in its last advert.
@@ -142,15 +185,16 @@ pub struct Transition {
 
 impl fmt::Display for Transition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The form operators and the labs grep for:
+        // `backup -> master (master down), priority 102`.
         write!(
             f,
-            "{:?} -> {:?} ({:?}), our priority {}",
-            self.from, self.to, self.reason, self.priority
-        )?;
-        if let Some(p) = self.peer {
-            write!(f, ", peer {} priority {}", p.addr, p.priority)?;
-        }
-        Ok(())
+            "{} -> {} ({}), priority {}",
+            self.from,
+            self.to,
+            self.reason.describe(),
+            self.priority
+        )
     }
 }
 
@@ -235,12 +279,13 @@ impl Machine {
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
         match (self.state, event) {
             (State::Initialize, Event::Startup) => self.startup(now),
+            (State::Initialize, Event::Resume) => self.become_master(now, Reason::Resumed),
             (State::Initialize, Event::PriorityChanged(p)) => {
                 self.set_priority(p);
                 vec![]
             }
             (State::Initialize, _) => vec![],
-            (_, Event::Startup) => vec![],
+            (_, Event::Startup | Event::Resume) => vec![],
             (_, Event::Shutdown) => self.shutdown(),
             (_, Event::PriorityChanged(p)) => self.priority_changed(now, p),
             (State::Backup, Event::AdvertReceived(a)) => self.backup_rx(now, a),

@@ -582,3 +582,85 @@ fn v3_backup_adopts_the_masters_interval() {
     );
     assert_eq!(m.master_down_interval(), Duration::from_micros(1_804_687));
 }
+
+#[test]
+fn resume_is_master_at_once_and_keeps_advertising() {
+    run(
+        "resume",
+        config(),
+        vec![
+            step(
+                0,
+                Event::Resume,
+                Master,
+                vec![
+                    Changed(Initialize, Master, Reason::Resumed),
+                    Send(100),
+                    Add,
+                    Garp,
+                    SetAdvert(SEC),
+                ],
+            ),
+            step(
+                SEC,
+                Event::AdvertTimerFired,
+                Master,
+                vec![Send(100), SetAdvert(2 * SEC)],
+            ),
+            // A resumed master still yields to a higher peer.
+            step(
+                SEC + 10,
+                advert(150, LOW_PEER),
+                Backup,
+                vec![
+                    Changed(Master, Backup, Reason::HigherPriority),
+                    CancelAdvert,
+                    Remove,
+                    SetDown(SEC + 10 + MDI_100),
+                ],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn resume_after_startup_changes_nothing() {
+    let mut steps = master_steps();
+    steps.push(step(MDI_100 + 1, Event::Resume, Master, vec![]));
+    run("resume_late", config(), steps);
+    run(
+        "resume_backup",
+        config(),
+        vec![
+            step(
+                0,
+                Event::Startup,
+                Backup,
+                vec![
+                    Changed(Initialize, Backup, Reason::Startup),
+                    SetDown(MDI_100),
+                ],
+            ),
+            step(10, Event::Resume, Backup, vec![]),
+        ],
+    );
+}
+
+#[test]
+fn transition_reads_as_the_log_line() {
+    let t = Transition {
+        from: Backup,
+        to: Master,
+        reason: Reason::MasterDown,
+        priority: 102,
+        peer: None,
+    };
+    assert_eq!(
+        t.to_string(),
+        "backup -> master (master down), priority 102"
+    );
+    assert_eq!(
+        serde_json::to_string(&Initialize).unwrap(),
+        "\"initialize\""
+    );
+}
