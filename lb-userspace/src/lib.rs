@@ -1,6 +1,7 @@
 //! The lb agent `lbd`: loads the XDP program, keeps its maps in step with the
 //! config, and (later) health checks, VRRP and the admin page.
 
+pub mod admin;
 pub mod agent;
 pub mod config;
 pub mod dataplane;
@@ -8,6 +9,7 @@ pub mod health;
 pub mod ids;
 pub mod logging;
 pub mod maglev;
+pub mod status_table;
 pub mod vips;
 pub mod vrrp;
 

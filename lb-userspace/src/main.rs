@@ -56,13 +56,19 @@ enum Command {
         #[command(subcommand)]
         command: BackendCommand,
     },
-    /// Print the running agent's services and backends (health, admin
-    /// state, ids) as JSON.
+    /// Print the argon2id hash of a password for `[[admin.user]] password_hash`
+    /// (asked twice on a terminal, read as one line from a pipe).
+    Passwd,
+    /// Print the running agent's picture: node, VRRP, and per service one
+    /// row per backend (state, weight, flows, traffic).
     Status {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         node: Option<String>,
+        /// The full status as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -122,10 +128,10 @@ fn main() -> ExitCode {
             &target,
             &state,
         )),
-        Command::Status { config, node } => report(lb_userspace::agent::control_client::status(
-            &config,
-            node.as_deref(),
-        )),
+        Command::Passwd => report(lb_userspace::admin::passwd::command()),
+        Command::Status { config, node, json } => report(
+            lb_userspace::agent::control_client::status(&config, node.as_deref(), json),
+        ),
     }
 }
 

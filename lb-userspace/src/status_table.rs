@@ -27,11 +27,7 @@ pub fn render(snapshot: &Snapshot, now: SystemTime) -> String {
     } else {
         &status.config_version
     };
-    let _ = writeln!(
-        out,
-        "node {}  up {uptime}  config {version}",
-        status.node
-    );
+    let _ = writeln!(out, "node {}  up {uptime}  config {version}", status.node);
     render_vrrp(&mut out, &snapshot.vrrp);
     for service in &status.services {
         out.push('\n');
@@ -149,12 +145,7 @@ fn backend_row(backend: &BackendStatus, now: SystemTime) -> Vec<String> {
 fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {
@@ -261,7 +252,10 @@ mod tests {
         assert!(row("cs2")[4].starts_with("FAIL connect refused"));
         assert_eq!(row("cs3")[2], "MAINT");
         assert_eq!(row("cs3")[4], "-");
-        assert!(text.ends_with("data path events: rst_no_flow 3\n"), "{text}");
+        assert!(
+            text.ends_with("data path events: rst_no_flow 3\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -288,9 +282,11 @@ mod tests {
         let text = render(
             &snapshot(serde_json::json!([
                 {"name": "lb_vip", "state": "master", "priority": 103, "base_priority": 101,
-                 "since_ms": 65000, "vips": ["192.0.2.10"]},
+                 "since_ms": 65000, "vips": ["192.0.2.10"], "transitions": 1,
+                 "adverts_sent": 65, "adverts_received": 0, "drops": {}},
                 {"name": "other", "state": "backup", "priority": 100, "base_priority": 100,
-                 "master": "192.0.2.3"}
+                 "master": "192.0.2.3", "since_ms": 0, "vips": [], "transitions": 0,
+                 "adverts_sent": 0, "adverts_received": 9, "drops": {}}
             ])),
             now(),
         );
@@ -301,7 +297,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("vrrp other BACKUP  priority 100  master 192.0.2.3\n"),
+            text.contains("vrrp other BACKUP  priority 100  master 192.0.2.3  for 0s\n"),
             "{text}"
         );
     }

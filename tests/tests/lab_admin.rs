@@ -87,7 +87,7 @@ fn lab_admin() {
         )
     };
     let status = || -> serde_json::Value {
-        let out = lbd_cli(&lab, &["status", "--config", &config_arg]);
+        let out = lbd_cli(&lab, &["status", "--json", "--config", &config_arg]);
         assert!(out.status.success(), "lbd status failed: {}", text(&out));
         serde_json::from_slice(&out.stdout).expect("lbd status prints JSON")
     };

@@ -38,13 +38,9 @@ async fn sign_in(client: &Client, page: SocketAddrV4, user: &AdminUser) -> Resul
         .send_keys(&user.password)
         .await?;
     client.find(Locator::Css("#login")).await?.click().await?;
-    wait_for_attr(
-        client,
-        "#row-web-be2",
-        "data-state",
-        PAGE_WAIT,
-        |s| !s.is_empty(),
-    )
+    wait_for_attr(client, "#row-web-be2", "data-state", PAGE_WAIT, |s| {
+        !s.is_empty()
+    })
     .await
     .with_context(|| format!("{} signed in but the stats page did not show", user.name))?;
     Ok(())
@@ -76,8 +72,15 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
 
     let before = lab.spread(vip, SOURCES, 1, &[]).expect("spread before");
     before.assert_all_ok_and_sticky(SOURCES, "before the drain");
-    let be2_before = before.clients_per_backend().get("be2").copied().unwrap_or(0);
-    assert!(be2_before > 0, "be2 had no clients to begin with: {before:?}");
+    let be2_before = before
+        .clients_per_backend()
+        .get("be2")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        be2_before > 0,
+        "be2 had no clients to begin with: {before:?}"
+    );
 
     let browser = Browser::start(&lab, "cl").expect("starting the browser");
     let shot = artifact_path("admin-page.png").unwrap();
@@ -137,15 +140,17 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
         outcome
     });
     if let Err(e) = &admin_result {
-        panic!("admin session: {e:#}\nchromedriver:\n{}", browser.log_tail(20));
+        panic!(
+            "admin session: {e:#}\nchromedriver:\n{}",
+            browser.log_tail(20)
+        );
     }
     eprintln!("admin page screenshot: {}", shot.display());
 
     let status = lab
         .lbd_command(1, &["status", "--json"])
         .expect("lbd status --json");
-    let status: serde_json::Value =
-        serde_json::from_slice(&status.stdout).expect("status is JSON");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status is JSON");
     let be2 = status["services"][0]["backends"]
         .as_array()
         .unwrap()
@@ -158,7 +163,8 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
     assert_eq!(after.errors, 0, "{:?}", after.error_samples);
     let be2_after = after.clients_per_backend().get("be2").copied().unwrap_or(0);
     assert_eq!(
-        be2_after, 0,
+        be2_after,
+        0,
         "new clients still reach the drained be2: {:?}",
         after.clients_per_backend()
     );
@@ -168,9 +174,7 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
         let outcome = async {
             sign_in(&client, page, &readonly).await?;
             wait_for_attr(&client, "#row-web-be2", "data-state", PAGE_WAIT, is_drain).await?;
-            let boxes = client
-                .find_all(Locator::Css("input[name=backend]"))
-                .await?;
+            let boxes = client.find_all(Locator::Css("input[name=backend]")).await?;
             let buttons = client
                 .find_all(Locator::Css("#set-ready, #set-drain, #set-maint"))
                 .await?;
@@ -188,7 +192,10 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
         outcome
     });
     if let Err(e) = &readonly_result {
-        panic!("readonly session: {e:#}\nchromedriver:\n{}", browser.log_tail(20));
+        panic!(
+            "readonly session: {e:#}\nchromedriver:\n{}",
+            browser.log_tail(20)
+        );
     }
 
     drop(browser);

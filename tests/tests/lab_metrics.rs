@@ -60,7 +60,12 @@ fn metrics_match_the_pinned_maps_after_traffic() {
 
     // The unauthenticated scrape is refused and reveals nothing.
     let refused = lab
-        .http("cl", page, &HttpRequest::get("/metrics"), Duration::from_secs(10))
+        .http(
+            "cl",
+            page,
+            &HttpRequest::get("/metrics"),
+            Duration::from_secs(10),
+        )
         .expect("scrape without auth");
     assert_eq!(refused.status, 401, "{}", refused.body);
     assert!(!refused.body.contains("lb_backend"), "{}", refused.body);
@@ -86,7 +91,10 @@ fn metrics_match_the_pinned_maps_after_traffic() {
     let second = map_counters(&lab);
     assert_eq!(scrape.status, 200, "{}", scrape.body);
     let metrics = prometheus::parse(&scrape.body).unwrap_or_else(|e| {
-        panic!("/metrics is not valid Prometheus text: {e:#}\n{}", scrape.body)
+        panic!(
+            "/metrics is not valid Prometheus text: {e:#}\n{}",
+            scrape.body
+        )
     });
 
     assert_eq!(first.len(), BACKENDS, "maps: {first:?}");

@@ -16,6 +16,7 @@
 //! or a health change.
 
 use std::{
+    collections::BTreeMap,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
@@ -61,7 +62,7 @@ pub enum Request {
 }
 
 /// The answer to one request.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,10 +91,25 @@ impl Answer {
     }
 }
 
-/// What `status` reports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What `status` reports: the one model behind `lbd status`, the stats
+/// page, its JSON API and `/metrics`. Counters are totals since the id of
+/// the backend or service came into use; times are Unix milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: String,
+    /// When this agent started (Unix ms); 0 when not known.
+    #[serde(default)]
+    pub started_at_ms: u64,
+    /// A short hash of the config file the agent runs with.
+    #[serde(default)]
+    pub config_version: String,
+    /// When the active flows were last counted (the flow collection, every
+    /// few seconds); `None` before the first count.
+    #[serde(default)]
+    pub flows_counted_at_ms: Option<u64>,
+    /// The data path's reason counters (drops, passes, answers) by label.
+    #[serde(default)]
+    pub datapath_events: BTreeMap<String, u64>,
     pub services: Vec<ServiceStatus>,
     /// One entry per `[[vrrp]]` instance (empty without VRRP); filled in by
     /// the agent from `VrrpHandle::status`.
@@ -101,16 +117,19 @@ pub struct NodeStatus {
     pub vrrp: Vec<crate::vrrp::runtime::InstanceStatus>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
     pub id: u32,
     pub vip: String,
     pub port: u16,
+    /// SYNs answered with a RST because no backend could take them.
+    #[serde(default)]
+    pub rst_no_backend: u64,
     pub backends: Vec<BackendStatus>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
     pub name: String,
     pub id: u32,
@@ -119,6 +138,58 @@ pub struct BackendStatus {
     /// `up`, `down`, or `unchecked` (no check configured, or in maint).
     pub health: String,
     pub admin: AdminState,
+    #[serde(default)]
+    pub traffic: Traffic,
+    /// Open connections (both directions counted once), at the last count.
+    #[serde(default)]
+    pub active_flows: u64,
+    /// New connections per second over the last counting interval.
+    #[serde(default)]
+    pub new_flows_per_second: f64,
+    /// The last health check; `None` when unchecked or not yet checked.
+    #[serde(default)]
+    pub last_check: Option<LastCheck>,
+    /// When the health or admin state last changed (Unix ms); `None` while
+    /// it is still the state the agent started with.
+    #[serde(default)]
+    pub since_ms: Option<u64>,
+}
+
+impl BackendStatus {
+    /// The one word an operator reads first: MAINT, DOWN, DRAIN or UP.
+    pub fn summary(&self) -> &'static str {
+        match (self.admin, self.health.as_str()) {
+            (AdminState::Maint, _) => "MAINT",
+            (_, "down") => "DOWN",
+            (AdminState::Drain, _) => "DRAIN",
+            _ => "UP",
+        }
+    }
+
+    /// Whether the health checks count it up (an unchecked backend is up).
+    pub fn is_up(&self) -> bool {
+        self.health != "down"
+    }
+}
+
+/// Packets and bytes each way, from the per-CPU counters of the data path.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub packets_to_backend: u64,
+    pub bytes_to_backend: u64,
+    pub packets_to_client: u64,
+    pub bytes_to_client: u64,
+    pub new_flows: u64,
+}
+
+/// The last health check of a backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastCheck {
+    pub ok: bool,
+    /// "tls-hello timeout after 2s", "http status 200".
+    pub result: String,
+    pub duration_us: u64,
+    pub at_ms: u64,
 }
 
 /// The status of every service and backend. `checked` says whether a
@@ -139,6 +210,7 @@ pub fn status(
             id: ids.service(svc),
             vip: svc.vip.to_string(),
             port: svc.port,
+            rst_no_backend: 0,
             backends: svc
                 .backends
                 .iter()
@@ -161,6 +233,11 @@ pub fn status(
                         weight: b.weight,
                         health: health.to_string(),
                         admin: admin.state(&svc.name, &b.name),
+                        traffic: Traffic::default(),
+                        active_flows: 0,
+                        new_flows_per_second: 0.0,
+                        last_check: None,
+                        since_ms: None,
                     }
                 })
                 .collect(),
@@ -168,6 +245,10 @@ pub fn status(
         .collect();
     NodeStatus {
         node: node.to_string(),
+        started_at_ms: 0,
+        config_version: String::new(),
+        flows_counted_at_ms: None,
+        datapath_events: BTreeMap::new(),
         services,
         vrrp: Vec::new(),
     }

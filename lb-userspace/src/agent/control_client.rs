@@ -35,16 +35,25 @@ pub fn set_state(config_path: &Path, node: Option<&str>, target: &str, state: &s
     Ok(())
 }
 
-/// `lbd status`: the agent's view as JSON.
-pub fn status(config_path: &Path, node: Option<&str>) -> Result<()> {
+/// `lbd status`: the agent's view as a table, or as JSON with `json`.
+pub fn status(config_path: &Path, node: Option<&str>, json: bool) -> Result<()> {
     let node = node_name(config_path, node)?;
     let answer = ask(&node, &Request::Status)?;
     let status = answer
         .status
         .ok_or_else(|| anyhow!("the agent answered status without one"))?;
-    println!(
+    let value = serde_json::to_value(&status).context("encoding the status")?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).context("printing the status")?
+        );
+        return Ok(());
+    }
+    let snapshot = crate::admin::agent_link::Snapshot::from_json(value).map_err(|e| anyhow!(e))?;
+    print!(
         "{}",
-        serde_json::to_string_pretty(&status).context("printing the status")?
+        crate::status_table::render(&snapshot, std::time::SystemTime::now())
     );
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod admin_view;
 pub mod control;
 pub mod control_client;
 pub mod health_view;
+pub mod observed;
 pub mod state;
 pub mod state_file;
 
@@ -18,7 +19,7 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -31,7 +32,7 @@ use crate::{
         AttachMode, Dataplane, DataplaneOptions, GcPolicy, host, load, neigh::ManagedNeighbours,
         pins,
     },
-    health::{Checker, HealthEvent, Scheduler},
+    health::{self, Checker, HealthEvent, Scheduler},
     objects,
     vips::VipAddresses,
     vrrp::{
@@ -43,6 +44,7 @@ use crate::{
 use admin_view::{AdminState, AdminView};
 use control::{Answer, ControlSocket, Pending, Request};
 use health_view::HealthView;
+use observed::Observed;
 use state::Ids;
 use state_file::SavedState;
 
@@ -271,6 +273,10 @@ struct Agent {
     /// The instances this node is master of: their VIPs' services are
     /// ACTIVE in the maps.
     masters: BTreeSet<String>,
+    /// Counters, rates and change times for the status.
+    observed: Observed,
+    /// The admin page and redirects, if configured; held for its Drop.
+    _http: Option<crate::admin::HttpServers>,
 }
 
 impl Agent {
@@ -335,7 +341,10 @@ impl Agent {
         let mut checks = Scheduler::new(checker, events);
         checks.sync(state::checks(&config, &admin));
         let (control_tx, control_requests) = mpsc::unbounded_channel();
+        let http =
+            crate::admin::start(config.admin.as_ref(), &config.redirects, control_tx.clone())?;
         let control = ControlSocket::bind(control::socket_path(&node_name), control_tx)?;
+        let observed = Observed::new(config_version(&config_path));
         let mut agent = Agent {
             config_path,
             config,
@@ -355,6 +364,8 @@ impl Agent {
             vrrp,
             vrrp_reports,
             masters,
+            observed,
+            _http: http,
         };
         agent.program()?;
         tracing::info!(
@@ -509,6 +520,7 @@ impl Agent {
             return;
         }
         self.push_services_up();
+        self.observed.changed(key.clone(), event.at);
         let started = Instant::now();
         match self.program() {
             Ok(()) => tracing::debug!(
@@ -527,17 +539,27 @@ impl Agent {
     fn collect_garbage(&mut self) {
         let started = Instant::now();
         match self.dataplane.collect_garbage(&self.gc_policy) {
-            Ok(report) => tracing::debug!(
-                scanned = report.scanned,
-                flows_deleted = report.flows_deleted,
-                half_open_deleted = report.half_open_deleted,
-                persist_deleted = report.persist_deleted,
-                active = report.active_per_backend.values().sum::<u64>(),
-                took_ms = started.elapsed().as_millis() as u64,
-                "flow collection"
-            ),
+            Ok(report) => {
+                tracing::debug!(
+                    scanned = report.scanned,
+                    flows_deleted = report.flows_deleted,
+                    half_open_deleted = report.half_open_deleted,
+                    persist_deleted = report.persist_deleted,
+                    active = report.active_per_backend.values().sum::<u64>(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "flow collection"
+                );
+                self.observed.active = Some((SystemTime::now(), report.active_per_backend));
+            }
             Err(e) => tracing::warn!("flow collection failed: {e:#}"),
         }
+        // New flows per second: the counters' increase since the last pass.
+        let counters: Vec<(u32, u64)> = self
+            .backend_ids()
+            .into_iter()
+            .filter_map(|id| Some((id, self.dataplane.backend_stats(id).ok()?.new_flows)))
+            .collect();
+        self.observed.rates.sample(Instant::now(), counters);
     }
 
     /// Re-reads the config and updates the maps in place. A config that does
@@ -604,8 +626,15 @@ impl Agent {
         self.gc_policy = state::gc_policy(&new, &ids);
         self.ids = ids;
         self.admin = admin;
+        if new.admin != self.config.admin || new.redirects != self.config.redirects {
+            tracing::warn!(
+                "[admin] or [[redirect]] changed: the running page and redirects keep their \
+                 old settings until lbd restarts"
+            );
+        }
         self.config = new;
         self.push_services_up();
+        self.observed.config_version = config_version(&self.config_path);
         if let Err(e) = save_state(&self.state_path, &self.admin, &self.ids) {
             tracing::error!(
                 "the new config serves, but its ids are not saved (a restart may renumber): {e:#}"
@@ -624,25 +653,10 @@ impl Agent {
     /// Answers one control socket request.
     fn answer(&mut self, request: Request) -> Answer {
         match request {
-            Request::Status => {
-                let mut status = control::status(
-                    &self.node_name,
-                    &self.config,
-                    &self.ids,
-                    &self.health,
-                    &self.admin,
-                    |key| self.checks.is_up(key).is_some(),
-                );
-                status.vrrp = self
-                    .vrrp
-                    .as_ref()
-                    .map(VrrpHandle::status)
-                    .unwrap_or_default();
-                Answer {
-                    status: Some(status),
-                    ..Answer::ok("status")
-                }
-            }
+            Request::Status => Answer {
+                status: Some(self.status()),
+                ..Answer::ok("status")
+            },
             Request::SetState {
                 service,
                 backend,
@@ -704,12 +718,64 @@ impl Agent {
             self.checks.stop(&key);
         }
         self.push_services_up();
+        self.observed.changed(key.clone(), SystemTime::now());
         tracing::info!("{key}: admin state {old} -> {state}");
         Ok(format!("{key}: {old} -> {state}"))
     }
 
+    /// The status with the data path's counters, flows and checks.
+    fn status(&self) -> control::NodeStatus {
+        let mut status = control::status(
+            &self.node_name,
+            &self.config,
+            &self.ids,
+            &self.health,
+            &self.admin,
+            |key| self.checks.is_up(key).is_some(),
+        );
+        let backend_stats = |id: u32| self.dataplane.backend_stats(id).ok();
+        let service_stats = |id: u32| self.dataplane.service_stats(id).ok();
+        let check = |key: &health::BackendKey| self.checks.status(key);
+        let readings = observed::Readings {
+            backend_stats: &backend_stats,
+            service_stats: &service_stats,
+            reasons: self.dataplane.reasons().unwrap_or_default(),
+            check: &check,
+        };
+        observed::enrich(&mut status, &self.observed, &readings);
+        status.vrrp = self
+            .vrrp
+            .as_ref()
+            .map(VrrpHandle::status)
+            .unwrap_or_default();
+        status
+    }
+
+    /// The ids of the configured backends.
+    fn backend_ids(&self) -> Vec<u32> {
+        self.config
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.backends.iter().filter_map(|b| {
+                    self.ids
+                        .backends
+                        .get(&crate::ids::backend_key(&s.name, &b.name))
+                })
+            })
+            .collect()
+    }
+
     fn node(&self) -> &Node {
         &self.config.nodes[&self.node_name]
+    }
+}
+
+/// The short hash of the config file shown on the stats page.
+fn config_version(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(text) => observed::config_version(&text),
+        Err(_) => "unreadable".to_string(),
     }
 }
 

@@ -11,6 +11,7 @@
 //! module with a `read` function walking its `Section`, one call in `parse`,
 //! and its cross checks in `validate`.
 
+mod admin;
 mod check;
 mod limits;
 mod node;
@@ -20,6 +21,7 @@ mod section;
 mod service;
 mod syntax;
 mod validate;
+mod validate_admin;
 mod validate_vrrp;
 mod values;
 mod vrrp;
@@ -35,7 +37,9 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 
+pub use admin::DEFAULT_REFRESH;
 pub use report::{ConfigError, ConfigErrors};
+pub use schema::{Admin, AdminUser, Redirect, Role};
 pub use schema::{AuthType, Garp, Track, TrackCondition, Vrrp, VrrpAuth, VrrpVersion};
 pub use schema::{
     Backend, CheckKind, Config, HealthCheck, Limits, Mode, Node, PortRange, Protocol, Scheduler,
@@ -74,9 +78,12 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     let limits = limits::read(&mut root, &mut report);
     let services = service::read_all(&mut root, &mut report);
     let vrrp = vrrp::read_all(&mut root, &mut report);
+    let admin = admin::read_admin(&mut root, &mut report);
+    let redirects = admin::read_redirects(&mut root, &mut report);
     root.finish(&mut report);
     validate::cross_check(&nodes, &limits, &services, &mut report);
     validate_vrrp::cross_check(&nodes, &services, &vrrp, &mut report);
+    validate_admin::cross_check(&nodes, &services, admin.as_ref(), &redirects, &mut report);
 
     if report.has_errors() {
         return Err(ConfigErrors(report.into_errors()));
@@ -95,6 +102,14 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
             vrrp: vrrp
                 .into_iter()
                 .map(vrrp::VrrpDraft::build)
+                .collect::<Option<Vec<_>>>()?,
+            admin: match admin {
+                Some(admin) => Some(admin.build()?),
+                None => None,
+            },
+            redirects: redirects
+                .into_iter()
+                .map(admin::RedirectDraft::build)
                 .collect::<Option<Vec<_>>>()?,
         })
     })();

@@ -18,6 +18,10 @@ pub struct Config {
     pub services: Vec<Service>,
     /// `[[vrrp]]` instances; empty: single node, the VIPs are always held.
     pub vrrp: Vec<Vrrp>,
+    /// `[admin]`: no stats page when absent.
+    pub admin: Option<Admin>,
+    /// `[[redirect]]`: http-to-https redirect listeners.
+    pub redirects: Vec<Redirect>,
 }
 
 /// What differs between the two load-balancer hosts.
@@ -406,4 +410,47 @@ pub enum TrackCondition {
     ServiceUp { service: String },
     /// `command` run every `interval` exits 0.
     Script { command: String, interval: Duration },
+}
+
+/// `[admin]`: the stats/admin page, its JSON API and `/metrics`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admin {
+    /// Bound with IP_FREEBIND, so it may be a VIP this node does not hold yet.
+    pub listen: SocketAddrV4,
+    /// How often the page reloads itself.
+    pub refresh: Duration,
+    pub users: Vec<AdminUser>,
+}
+
+/// One `[[admin.user]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminUser {
+    pub name: String,
+    pub role: Role,
+    /// An argon2 PHC string (`lbd passwd` prints one); checked to parse.
+    pub password_hash: String,
+}
+
+/// What a user of the admin page may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Sees everything and sets ready, drain or maint.
+    Admin,
+    /// Sees everything, changes nothing.
+    Readonly,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Readonly => "readonly",
+        }
+    }
+}
+
+/// One `[[redirect]]`: answers every HTTP request with a 301 to https.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    pub listen: SocketAddrV4,
 }

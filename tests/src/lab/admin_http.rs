@@ -237,7 +237,12 @@ impl Lab {
         let mut last = String::from("no attempt");
         while start.elapsed() < timeout {
             lbd.check_running()?;
-            match self.http(node, addr, &HttpRequest::get("/login"), Duration::from_secs(2)) {
+            match self.http(
+                node,
+                addr,
+                &HttpRequest::get("/login"),
+                Duration::from_secs(2),
+            ) {
                 Ok(r) if r.status == 200 => return Ok(()),
                 Ok(r) => last = format!("status {}", r.status),
                 Err(e) => last = format!("{e:#}"),

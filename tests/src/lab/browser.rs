@@ -293,7 +293,9 @@ pub async fn wait_for_attr(
             last = value;
         }
         if start.elapsed() > timeout {
-            bail!("`{css}` [{attr}] did not take the expected value within {timeout:?}; it was {last:?}");
+            bail!(
+                "`{css}` [{attr}] did not take the expected value within {timeout:?}; it was {last:?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
