@@ -31,15 +31,46 @@ use tokio::sync::{mpsc::UnboundedSender, oneshot};
 use crate::agent::control::Pending;
 use crate::config::{Admin, Redirect};
 use agent_link::AgentLink;
-use auth::Auth;
 use pool::HashPool;
 use server::AppState;
-use session::Sessions;
 
 /// The running HTTP servers; dropping it stops them.
 pub struct HttpServers {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
+    /// The page's shared state and the config it was started with.
+    page: Option<(server::Shared, Admin)>,
+    redirects: Vec<Redirect>,
+}
+
+impl HttpServers {
+    /// Applies a reloaded config: users and refresh interval change at
+    /// once; listeners (added, removed or moved) need a restart, which the
+    /// log says.
+    pub fn update(&mut self, admin: Option<&Admin>, redirects: &[Redirect]) {
+        match (&mut self.page, admin) {
+            (Some((state, running)), Some(new)) if running.listen == new.listen => {
+                if running != new {
+                    state.update(new);
+                    *running = new.clone();
+                    tracing::info!(
+                        users = new.users.len(),
+                        "admin page users and refresh reloaded"
+                    );
+                }
+            }
+            (None, None) => {}
+            _ => tracing::warn!(
+                "the [admin] listen address changed (or [admin] was added or removed): \
+                 the page keeps its old listener until lbd restarts"
+            ),
+        }
+        if self.redirects != redirects {
+            tracing::warn!(
+                "[[redirect]] changed: the redirects keep their old listeners until lbd restarts"
+            );
+        }
+    }
 }
 
 impl Drop for HttpServers {
@@ -69,12 +100,12 @@ pub fn start(
             let listener = listener::bind_freebind(admin.listen)
                 .with_context(|| format!("starting the admin page on {}", admin.listen))?;
             let pool = HashPool::start(pool::WORKERS, pool::QUEUE)?;
-            let state = Arc::new(AppState {
-                agent: AgentLink::new(requests),
-                auth: Auth::new(&admin.users, pool, auth::FAILURE_DELAY),
-                sessions: Sessions::default(),
-                refresh: admin.refresh,
-            });
+            let state = Arc::new(AppState::new(
+                AgentLink::new(requests),
+                admin,
+                pool,
+                auth::FAILURE_DELAY,
+            ));
             tracing::info!(listen = %admin.listen, users = admin.users.len(), "admin page listening");
             Some((listener, state))
         }
@@ -92,6 +123,10 @@ pub fn start(
         .build()
         .context("starting the runtime of the admin page")?;
     let (stop, stopped) = oneshot::channel::<()>();
+    let page_state = page
+        .as_ref()
+        .zip(admin)
+        .map(|((_, state), admin)| (state.clone(), admin.clone()));
     let thread = thread::Builder::new()
         .name("lbd-http".into())
         .spawn(move || {
@@ -116,5 +151,7 @@ pub fn start(
     Ok(Some(HttpServers {
         stop: Some(stop),
         thread: Some(thread),
+        page: page_state,
+        redirects: redirects.to_vec(),
     }))
 }

@@ -132,7 +132,7 @@ pub fn stats(snapshot: &Snapshot, viewer: &Viewer) -> String {
         );
     }
     body.push_str("</div>");
-    vrrp_line(&mut body, &snapshot.vrrp, viewer.now);
+    vrrp_line(&mut body, &snapshot.vrrp);
     body.push_str(
         "<p class=\"note\">Admin states (ready, drain, maint) are per node: \
          set them on each node of the pair.</p>",
@@ -180,7 +180,7 @@ pub fn stats(snapshot: &Snapshot, viewer: &Viewer) -> String {
     document(&format!("lbd {}", status.node), &head, &body)
 }
 
-fn vrrp_line(body: &mut String, instances: &[VrrpInstance], now: SystemTime) {
+fn vrrp_line(body: &mut String, instances: &[VrrpInstance]) {
     if instances.is_empty() {
         body.push_str("<p>VRRP: not configured on this node (it holds the VIPs itself).</p>");
         return;
@@ -211,7 +211,6 @@ fn vrrp_line(body: &mut String, instances: &[VrrpInstance], now: SystemTime) {
             if let Some(ms) = i.since_ms {
                 let _ = write!(text, ", for {}", span(Duration::from_millis(ms)));
             }
-            let _ = now;
             text
         })
         .collect();
@@ -250,7 +249,8 @@ fn service_table(body: &mut String, service: &ServiceStatus, controls: bool, now
     }
     body.push_str(
         "<th>Backend</th><th>State</th><th>Since</th><th>Last check</th><th>Weight</th>\
-         <th>Active flows</th><th>New/s</th><th>Packets in/out</th><th>Bytes in/out</th></tr>",
+         <th>Active flows</th><th>New/s</th><th>Packets to / from backend</th>\
+         <th>Bytes to / from backend</th></tr>",
     );
     for backend in &service.backends {
         backend_row(body, &service.name, backend, controls, now);

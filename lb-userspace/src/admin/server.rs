@@ -5,7 +5,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    sync::Arc,
+    sync::{Arc, PoisonError, RwLock},
     time::{Duration, SystemTime},
 };
 
@@ -25,17 +25,65 @@ use super::{
     auth::{Auth, Denied},
     csrf::{self, Origin},
     metrics, page,
+    pool::HashPool,
     session::{self, Session, Sessions},
 };
 use crate::agent::admin_view::AdminState;
-use crate::config::Role;
+use crate::config::{Admin, Role};
 
 /// What every handler shares.
 pub struct AppState {
     pub agent: AgentLink,
-    pub auth: Auth,
     pub sessions: Sessions,
+    pool: HashPool,
+    failure_delay: Duration,
+    /// Users and refresh interval; a reload swaps them.
+    settings: RwLock<Arc<Settings>>,
+}
+
+/// What a reload of `[admin]` may change without a restart.
+pub struct Settings {
+    pub auth: Auth,
     pub refresh: Duration,
+}
+
+impl AppState {
+    pub fn new(agent: AgentLink, admin: &Admin, pool: HashPool, failure_delay: Duration) -> Self {
+        AppState {
+            agent,
+            sessions: Sessions::default(),
+            settings: RwLock::new(Arc::new(Settings {
+                auth: Auth::new(&admin.users, pool.clone(), failure_delay),
+                refresh: admin.refresh,
+            })),
+            pool,
+            failure_delay,
+        }
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes the users and refresh interval of a reloaded `[admin]`.
+    /// Sessions of users removed, or whose role changed, end; remembered
+    /// basic-auth credentials are forgotten (a changed password must not
+    /// keep working).
+    pub fn update(&self, admin: &Admin) {
+        let settings = Arc::new(Settings {
+            auth: Auth::new(&admin.users, self.pool.clone(), self.failure_delay),
+            refresh: admin.refresh,
+        });
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = settings;
+        self.sessions
+            .retain(|user, role| admin.users.iter().any(|u| u.name == user && u.role == role));
+    }
 }
 
 pub type Shared = Arc<AppState>;
@@ -150,7 +198,7 @@ pub async fn caller(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Resul
         return Err(Denied::NoCredentials);
     };
     let value = value.to_str().map_err(|_| Denied::Malformed)?;
-    let (user, role) = state.auth.basic(value, peer.0).await?;
+    let (user, role) = state.settings().auth.basic(value, peer.0).await?;
     Ok(Caller::Basic { user, role })
 }
 
@@ -273,7 +321,8 @@ async fn login(
         )
             .into_response();
     };
-    match state.auth.check(user, password, peer.0).await {
+    let settings = state.settings();
+    match settings.auth.check(user, password, peer.0).await {
         Ok(role) => {
             let id = state.sessions.create(user, role);
             tracing::info!(user, role = role.name(), peer = ?peer.0, "admin page: signed in");
@@ -337,7 +386,7 @@ async fn stats_page(State(state): State<Shared>, peer: Peer, headers: HeaderMap)
         user: caller.user(),
         role: caller.role(),
         csrf: caller.csrf(),
-        refresh: state.refresh,
+        refresh: state.settings().refresh,
         flash: &flash,
         now: SystemTime::now(),
     };

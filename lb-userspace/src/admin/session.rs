@@ -90,6 +90,12 @@ impl Sessions {
         Some(entry.session.clone())
     }
 
+    /// Keeps only the sessions whose user and role `keep` accepts.
+    pub fn retain(&self, keep: impl Fn(&str, Role) -> bool) {
+        self.lock()
+            .retain(|_, e| keep(&e.session.user, e.session.role));
+    }
+
     pub fn remove(&self, id: &str) {
         self.lock().remove(id);
     }

@@ -276,7 +276,7 @@ struct Agent {
     /// Counters, rates and change times for the status.
     observed: Observed,
     /// The admin page and redirects, if configured; held for its Drop.
-    _http: Option<crate::admin::HttpServers>,
+    http: Option<crate::admin::HttpServers>,
 }
 
 impl Agent {
@@ -365,7 +365,7 @@ impl Agent {
             vrrp_reports,
             masters,
             observed,
-            _http: http,
+            http,
         };
         agent.program()?;
         tracing::info!(
@@ -626,11 +626,10 @@ impl Agent {
         self.gc_policy = state::gc_policy(&new, &ids);
         self.ids = ids;
         self.admin = admin;
-        if new.admin != self.config.admin || new.redirects != self.config.redirects {
-            tracing::warn!(
-                "[admin] or [[redirect]] changed: the running page and redirects keep their \
-                 old settings until lbd restarts"
-            );
+        if let Some(http) = &mut self.http {
+            http.update(new.admin.as_ref(), &new.redirects);
+        } else if new.admin.is_some() || !new.redirects.is_empty() {
+            tracing::warn!("[admin] or [[redirect]] added: they start when lbd restarts");
         }
         self.config = new;
         self.push_services_up();

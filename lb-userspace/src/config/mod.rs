@@ -27,6 +27,8 @@ mod values;
 mod vrrp;
 
 #[cfg(test)]
+mod admin_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod vrrp_tests;

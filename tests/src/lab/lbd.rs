@@ -40,6 +40,38 @@ pub struct LbdConfig {
     pub nodes: BTreeMap<String, NodeConfig>,
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// `[admin]`: the stats page; none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminConfig>,
+    /// `[[redirect]]` listeners.
+    #[serde(rename = "redirect", skip_serializing_if = "Vec::is_empty")]
+    pub redirects: Vec<RedirectConfig>,
+}
+
+/// `[admin]`: where the stats page listens and who may use it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdminConfig {
+    pub listen: SocketAddrV4,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
+    #[serde(rename = "user")]
+    pub users: Vec<AdminUserConfig>,
+}
+
+/// One `[[admin.user]]`.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdminUserConfig {
+    pub name: String,
+    /// `admin` or `readonly`.
+    pub role: String,
+    /// From `lb_userspace::admin::passwd::hash_password` or `lbd passwd`.
+    pub password_hash: String,
+}
+
+/// One `[[redirect]]`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RedirectConfig {
+    pub listen: SocketAddrV4,
 }
 
 #[derive(Clone, Debug, Serialize)]

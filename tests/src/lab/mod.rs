@@ -52,8 +52,8 @@ mod xdp_peer;
 
 pub use apps::{LabServer, connect_from, echo_line, fetch_name, read_line};
 pub use lbd::{
-    BackendConfig, CheckConfig, LAB_SNAT_PORTS, Lbd, LbdConfig, NodeConfig, ServiceConfig,
-    lab_snat_ports,
+    AdminConfig, AdminUserConfig, BackendConfig, CheckConfig, LAB_SNAT_PORTS, Lbd, LbdConfig,
+    NodeConfig, RedirectConfig, ServiceConfig, lab_snat_ports,
 };
 pub use report::{BackendTally, HoldReport, ServerStats, SpreadReport};
 pub use setup::{BPFFS_LB_DIR, Lab, LabBuilder};
