@@ -5,6 +5,7 @@
 pub const ETH_HLEN: usize = 14;
 pub const VLAN_HLEN: usize = 4;
 pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 
@@ -23,6 +24,51 @@ pub struct VlanHdr {
     pub tci: u16,
     /// Network order: the encapsulated EtherType.
     pub proto: u16,
+}
+
+/// ARP for IPv4 over Ethernet (RFC 826): the only kind the program reads.
+pub const ARP_ETH_IPV4_LEN: usize = 28;
+pub const ARPHRD_ETHER: u16 = 1;
+pub const ARPOP_REQUEST: u16 = 1;
+pub const ARPOP_REPLY: u16 = 2;
+
+/// RFC 826 with 6-byte hardware and 4-byte protocol addresses. Addresses are
+/// byte arrays: the IPv4 ones sit at offsets 14 and 24, not 4-byte aligned.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ArpEthIpv4 {
+    /// Network order: `ARPHRD_ETHER`.
+    pub htype: u16,
+    /// Network order: `ETH_P_IP`.
+    pub ptype: u16,
+    pub hlen: u8,
+    pub plen: u8,
+    /// Network order: `ARPOP_REQUEST`, `ARPOP_REPLY`.
+    pub op: u16,
+    pub sha: [u8; 6],
+    pub spa: [u8; 4],
+    pub tha: [u8; 6],
+    pub tpa: [u8; 4],
+}
+
+impl ArpEthIpv4 {
+    /// Whether this is an IPv4-over-Ethernet request, whose target address
+    /// (`tpa`) is what the sender asks the owner of.
+    #[inline(always)]
+    pub const fn is_ipv4_request(&self) -> bool {
+        self.htype == ARPHRD_ETHER.to_be()
+            && self.ptype == ETH_P_IP.to_be()
+            && self.hlen == 6
+            && self.plen == 4
+            && self.op == ARPOP_REQUEST.to_be()
+    }
+
+    /// The target protocol address as the data path keys addresses
+    /// (network order in a `u32`).
+    #[inline(always)]
+    pub const fn target_ip(&self) -> u32 {
+        u32::from_ne_bytes(self.tpa)
+    }
 }
 
 pub const IPV4_MIN_HLEN: usize = 20;
@@ -139,5 +185,25 @@ mod tests {
         assert_eq!(size_of::<TcpHdr>(), TCP_MIN_HLEN);
         assert_eq!(size_of::<UdpHdr>(), UDP_HLEN);
         assert_eq!(size_of::<IcmpHdr>(), ICMP_HLEN);
+        assert_eq!(size_of::<ArpEthIpv4>(), ARP_ETH_IPV4_LEN);
+        assert_eq!(core::mem::align_of::<ArpEthIpv4>(), 2);
+    }
+
+    #[test]
+    fn arp_request_and_its_target() {
+        // who-has 192.0.2.10 tell 192.0.2.1, as on the wire.
+        let wire: [u8; 28] = [
+            0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 192, 0, 2, 10,
+        ];
+        // SAFETY: 28 bytes, and the type is valid for any bit pattern.
+        let arp: ArpEthIpv4 = unsafe { core::ptr::read_unaligned(wire.as_ptr().cast()) };
+        assert!(arp.is_ipv4_request());
+        assert_eq!(arp.target_ip(), u32::from_be_bytes([192, 0, 2, 10]).to_be());
+        let mut reply = arp;
+        reply.op = ARPOP_REPLY.to_be();
+        assert!(!reply.is_ipv4_request());
+        let mut other_hw = arp;
+        other_hw.hlen = 8;
+        assert!(!other_hw.is_ipv4_request());
     }
 }

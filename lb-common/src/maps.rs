@@ -234,6 +234,18 @@ pub mod local_addr_flags {
     pub const VIP: u32 = 1 << 0;
     /// A SNAT source address: traffic to it inside the SNAT port range is ours.
     pub const SNAT: u32 = 1 << 1;
+    /// An address that moves with VRRP: while the agent's lease is expired
+    /// the program drops traffic to it and ARP requests for it, so a node
+    /// whose agent died stops answering for it (the peer has taken over).
+    pub const VRRP: u32 = 1 << 2;
+}
+
+/// `Settings::flags`
+pub mod settings_flags {
+    /// VRRP mode: the agent's lease (`Settings::lease_deadline_ns`) is
+    /// enforced. Without it the deadline is ignored (single node: this node
+    /// always holds its VIPs).
+    pub const LEASE: u32 = 1 << 0;
 }
 
 /// `settings[0]`: node-wide knobs.
@@ -243,9 +255,23 @@ pub struct Settings {
     /// SNAT source port range, host byte order, inclusive.
     pub snat_port_min: u16,
     pub snat_port_max: u16,
+    /// [`settings_flags`].
     pub flags: u32,
-    /// Reserved for the VRRP lease (agent liveness).
+    /// The VRRP lease (agent liveness): CLOCK_MONOTONIC nanoseconds until
+    /// which the agent vouches for its VIPs. With `settings_flags::LEASE`
+    /// set, the lease is expired once the program's clock
+    /// (bpf_ktime_get_coarse_ns) is past it; 0 means expired or never set.
+    /// Written by the agent's VRRP thread only.
     pub lease_deadline_ns: u64,
+}
+
+impl Settings {
+    /// Whether traffic to `local_addr_flags::VRRP` addresses must be dropped
+    /// at time `now_ns` (CLOCK_MONOTONIC).
+    #[inline(always)]
+    pub const fn lease_expired(&self, now_ns: u64) -> bool {
+        self.flags & settings_flags::LEASE != 0 && now_ns > self.lease_deadline_ns
+    }
 }
 
 /// Per-service and per-backend traffic counters (per-CPU; the agent sums).
@@ -306,6 +332,24 @@ mod tests {
         assert_eq!(size_of::<Settings>(), 16);
         assert_eq!(size_of::<TrafficStats>(), 48);
         assert_eq!(size_of::<HopCache>(), 32);
+    }
+
+    #[test]
+    fn lease_is_enforced_only_with_the_flag() {
+        let mut s = Settings {
+            lease_deadline_ns: 1_000,
+            ..Settings::default()
+        };
+        assert!(!s.lease_expired(5_000), "no LEASE flag: deadline ignored");
+        s.flags = settings_flags::LEASE;
+        assert!(!s.lease_expired(999));
+        assert!(
+            !s.lease_expired(1_000),
+            "expired only once past the deadline"
+        );
+        assert!(s.lease_expired(1_001));
+        s.lease_deadline_ns = 0;
+        assert!(s.lease_expired(1), "a zero deadline is an expired lease");
     }
 
     #[test]

@@ -63,6 +63,12 @@ reasons! {
     /// A SYN for a flow already opening (a retransmission, or two CPUs racing
     /// on one SYN): the packet followed the existing entry.
     SYN_ALREADY_OPENING = 20, "syn_already_opening";
+    /// To an address that moves with VRRP while the agent's lease is expired
+    /// (the agent died; the peer holds the VIPs now).
+    LEASE_EXPIRED = 21, "lease_expired";
+    /// An ARP request for an address that moves with VRRP while the agent's
+    /// lease is expired: the host must not answer for it any more.
+    ARP_LEASE_EXPIRED = 22, "arp_lease_expired";
 }
 
 #[cfg(test)]

@@ -71,21 +71,23 @@ impl VipAddresses {
             .get()
             .set_link_index_filter(self.ifindex)
             .execute();
+        // Read the dump to its end: netlink complains about answers nobody
+        // reads.
+        let mut first = None;
         while let Some(msg) = dump
             .try_next()
             .await
             .with_context(|| format!("listing the addresses of {}", self.iface))?
         {
-            if msg.header.prefix_len == 32 {
+            if msg.header.prefix_len == 32 || first.is_some() {
                 continue;
             }
-            for attr in &msg.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(a)) = attr {
-                    return Ok(Some(*a));
-                }
-            }
+            first = msg.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Local(IpAddr::V4(a)) => Some(*a),
+                _ => None,
+            });
         }
-        Ok(None)
+        Ok(first)
     }
 
     /// VIPs (from `vips`) currently on the interface.

@@ -143,9 +143,10 @@ fn stop_vrrp(config: &Config, node_name: &str, iface: &str) -> Result<()> {
     Ok(())
 }
 
-/// The data-path lease of `node` (the pinned settings map).
-fn node_lease(_node: &str) -> Result<Option<Arc<dyn LeaseStore>>> {
-    Ok(None)
+/// The data-path lease of `node` (its pinned settings map).
+fn node_lease(node: &str) -> Result<Option<Arc<dyn LeaseStore>>> {
+    let lease = crate::dataplane::lease::Lease::open(node)?;
+    Ok(Some(Arc::new(lease)))
 }
 
 /// Where per-node runtime files live (control socket, lock).

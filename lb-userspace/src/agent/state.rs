@@ -12,6 +12,7 @@ use std::{
 use anyhow::{Context, Result};
 use lb_common::{
     BackendInfo, ServiceKey, Settings, backend_flags, local_addr_flags, service_flags,
+    settings_flags,
 };
 
 use super::{admin_view::AdminView, health_view::HealthView, state_file::SavedState};
@@ -148,10 +149,13 @@ pub fn desired_state(
     admin: &AdminView,
     active_vips: &BTreeSet<Ipv4Addr>,
 ) -> DesiredState {
+    // VRRP mode: the program enforces the agent's lease on the addresses
+    // that move with VRRP (the deadline itself is the VRRP thread's).
+    let vrrp = !config.vrrp.is_empty();
     let settings = Settings {
         snat_port_min: node.snat_ports.min,
         snat_port_max: node.snat_ports.max,
-        flags: 0,
+        flags: if vrrp { settings_flags::LEASE } else { 0 },
         lease_deadline_ns: 0,
     };
     let mut local: BTreeMap<u32, u32> = BTreeMap::new();
@@ -165,6 +169,9 @@ pub fn desired_state(
             desired_service(svc, active, ids, health, admin, config.limits.maglev_size)
         })
         .collect();
+    for vip in config.vrrp.iter().flat_map(|instance| &instance.vips) {
+        *local.entry(be(*vip)).or_default() |= local_addr_flags::VRRP;
+    }
     DesiredState {
         settings,
         services,
@@ -582,12 +589,45 @@ weight = 3
         let info = h.backends.iter().find(|(id, _)| *id == cs1).unwrap().1;
         assert_eq!(info.ip, be("198.51.100.21".parse().unwrap()));
         assert_eq!(info.port, 443u16.to_be());
-        // VIP and SNAT address coincide by default: both flags on one entry.
+        // VIP and SNAT address coincide by default: both flags on one entry,
+        // and it moves with VRRP.
+        let moving = local_addr_flags::VIP | local_addr_flags::SNAT | local_addr_flags::VRRP;
+        assert!(d.local_addrs.contains(&(h.snat_ip, moving)));
+        assert_eq!(d.local_addrs.len(), 3, "two service VIPs and 192.0.2.250");
+    }
+
+    #[test]
+    fn vrrp_mode_enforces_the_lease_on_every_instance_vip() {
+        let c = horizon();
+        let (d, _) = state(&c);
+        assert_eq!(d.settings.flags, settings_flags::LEASE);
+        assert_eq!(d.settings.lease_deadline_ns, 0, "the VRRP thread's field");
+        let flags = |ip: &str| {
+            d.local_addrs
+                .iter()
+                .find(|(a, _)| *a == be(ip.parse().unwrap()))
+                .map(|(_, f)| *f)
+        };
+        // A VRRP address that fronts no service still gets gated.
+        assert_eq!(flags("192.0.2.250"), Some(local_addr_flags::VRRP));
+        assert_eq!(
+            flags("192.0.2.30"),
+            Some(local_addr_flags::VIP | local_addr_flags::SNAT | local_addr_flags::VRRP)
+        );
+    }
+
+    #[test]
+    fn single_node_mode_leaves_the_lease_off() {
+        let c = three();
+        assert!(c.vrrp.is_empty());
+        let (d, _) = state(&c);
+        assert_eq!(d.settings.flags & settings_flags::LEASE, 0);
         assert!(
             d.local_addrs
-                .contains(&(h.snat_ip, local_addr_flags::VIP | local_addr_flags::SNAT))
+                .iter()
+                .all(|(_, f)| f & local_addr_flags::VRRP == 0)
         );
-        assert_eq!(d.local_addrs.len(), 2);
+        assert!(!d.local_addrs.is_empty());
     }
 
     #[test]

@@ -130,7 +130,24 @@ impl Maps {
         }
     }
 
+    /// Writes `settings[0]` except the lease deadline, which stays as the
+    /// VRRP thread (`Lease`) last wrote it: read-modify-write under the
+    /// settings lock.
     pub fn set_settings(&mut self, s: &Settings) -> Result<()> {
+        let _row = super::lease::settings_lock();
+        let live = self.settings()?;
+        let s = Settings {
+            lease_deadline_ns: live.lease_deadline_ns,
+            ..*s
+        };
+        self.settings.set(0, s, 0).context("writing settings[0]")
+    }
+
+    /// Writes only the lease deadline of `settings[0]`.
+    pub fn set_lease_deadline(&mut self, deadline_ns: u64) -> Result<()> {
+        let _row = super::lease::settings_lock();
+        let mut s = self.settings()?;
+        s.lease_deadline_ns = deadline_ns;
         self.settings.set(0, s, 0).context("writing settings[0]")
     }
 

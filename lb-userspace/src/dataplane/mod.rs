@@ -8,6 +8,7 @@
 pub mod desired;
 pub mod gc;
 pub mod host;
+pub mod lease;
 pub mod limits;
 pub mod load;
 pub mod maps;
@@ -23,6 +24,7 @@ use lb_common::{TrafficStats, map_names};
 
 pub use desired::{AppliedState, DesiredService, DesiredState, MapOp};
 pub use gc::{FlowTimeouts, GcPolicy, GcReport};
+pub use lease::Lease;
 pub use limits::Limits;
 pub use load::{AttachMode, Attachment};
 pub use maps::Maps;
@@ -118,21 +120,27 @@ impl Dataplane {
     }
 
     /// Brings the maps to `desired`; returns the number of writes. The lease
-    /// in `settings` is kept as [`set_lease`](Self::set_lease) last wrote it.
+    /// deadline in `settings` is never written here: it stays as the VRRP
+    /// thread's [`Lease`] (or [`set_lease`](Self::set_lease)) last wrote it.
     pub fn apply(&mut self, desired: &DesiredState) -> Result<usize> {
         apply(&mut self.maps, &mut self.applied, desired)
     }
 
-    /// Refreshes the agent's lease (VRRP mode): the program stops forwarding
-    /// for the VIPs once `deadline_ns` (CLOCK_MONOTONIC_COARSE) has passed.
+    /// Sets the lease deadline (CLOCK_MONOTONIC ns, 0 = expired) through
+    /// this data plane's descriptor; [`Lease`] does the same from any thread.
     pub fn set_lease(&mut self, deadline_ns: u64) -> Result<()> {
-        let mut s = self.applied.settings.unwrap_or_default();
-        s.lease_deadline_ns = deadline_ns;
         self.maps
-            .set_settings(&s)
-            .context("refreshing the agent lease")?;
-        self.applied.settings = Some(s);
+            .set_lease_deadline(deadline_ns)
+            .context("writing the VRRP lease deadline")?;
+        if let Some(s) = self.applied.settings.as_mut() {
+            s.lease_deadline_ns = deadline_ns;
+        }
         Ok(())
+    }
+
+    /// A [`Lease`] on this data plane's pinned settings map.
+    pub fn lease(&self) -> Result<Lease> {
+        Lease::open_in(&self.pins)
     }
 
     /// One flow collection pass at the current time.
@@ -167,6 +175,8 @@ impl Dataplane {
 /// the next call retries only what is missing. Counters of ids that start
 /// being used are zeroed first (an id may have served before).
 pub fn apply(maps: &mut Maps, applied: &mut AppliedState, desired: &DesiredState) -> Result<usize> {
+    // The deadline is not the plan's to compare or write (`Maps::set_settings`
+    // keeps the live one): align it so only the other fields decide.
     let mut desired = desired.clone();
     if let Some(current) = applied.settings {
         desired.settings.lease_deadline_ns = current.lease_deadline_ns;

@@ -1,17 +1,18 @@
 //! VRRP (RFC 5798 v3, RFC 3768 v2) for the virtual IPs, interoperable with
-//! keepalived 2.2. This is the pure core: codec, AH, receive checks, the
-//! state machine and tracking. The edges (raw sockets, rtnetlink VIPs,
-//! gratuitous ARP, the agent's VRRP thread, the lease) call into it.
+//! keepalived 2.2. The pure core: codec, AH, receive checks, the state
+//! machine and tracking. The edges: raw sockets (`socket`), gratuitous ARP
+//! (`garp`), and `runtime`, the agent's VRRP thread that drives it all
+//! (timers, adverts, VIPs, tracking probes, the lease, resume).
 //!
 //! The lease (DESIGN.md, "Agent death and restart"): the agent refreshes a
 //! timestamp in a map every advertisement interval while VRRP runs; the XDP
 //! program treats the VIPs as inactive (no forwarding, no ARP answers) once
 //! the lease is older than the master-down interval, which is when the peer
 //! takes over. `Machine::master_down_interval` gives that bound. A restarted
-//! agent that finds a fresh lease should resume as master without a
-//! failover; that start path belongs to the agent wiring, not to this core.
+//! agent that finds a fresh lease resumes as master without a failover
+//! (`runtime::resume`, `state::Event::Resume`).
 //!
-//! Notes for the wiring:
+//! How `runtime` uses the core:
 //! - Encode once per destination: the v3 checksum covers the destination
 //!   (each unicast peer, or 224.0.0.18), and so does the AH ICV.
 //! - AH adverts go out whole through a raw socket with IP_HDRINCL and a
@@ -23,8 +24,8 @@
 //!   `ah::SeqCounter::observe` with the AH sequence number.
 //! - A restarted agent that resumes as master with AH must not start its
 //!   sequence numbers at 0: the peer remembers the last one it accepted and
-//!   would drop ours as replays until it takes over. Seed `SeqCounter` from
-//!   a persisted value (or a clock-derived one).
+//!   would drop ours as replays until it takes over. `runtime::seq` floors
+//!   them with the clock.
 
 pub mod ah;
 pub mod check;

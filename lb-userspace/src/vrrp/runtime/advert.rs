@@ -51,8 +51,8 @@ impl Advertiser {
     }
 
     /// One datagram per destination for an advert with `priority`; AH
-    /// sequence numbers are floored by the clock at `unix_s`.
-    pub fn datagrams(&mut self, priority: u8, unix_s: u64) -> Result<Vec<(Ipv4Addr, Vec<u8>)>> {
+    /// sequence numbers are floored by the clock at `unix_ms`.
+    pub fn datagrams(&mut self, priority: u8, unix_ms: u64) -> Result<Vec<(Ipv4Addr, Vec<u8>)>> {
         let advert = Advert {
             priority,
             ..self.template.clone()
@@ -70,7 +70,7 @@ impl Advertiser {
                     dst,
                     ip_id: self.ip_id,
                     unicast: self.unicast,
-                    seq: next_seq(&mut self.seq, unix_s),
+                    seq: next_seq(&mut self.seq, unix_ms),
                     password,
                     vrrp: &vrrp,
                 }),
@@ -90,7 +90,7 @@ mod tests {
     use super::*;
     use crate::config;
     use crate::vrrp::check::{RxContext, check_advert};
-    use crate::vrrp::runtime::seq::FLOOR_EPOCH_UNIX_S;
+    use crate::vrrp::runtime::seq::FLOOR_EPOCH_UNIX_MS;
 
     fn instances() -> (NodeInstance, NodeInstance) {
         let text = include_str!("../../../../examples/horizon.toml");
@@ -104,7 +104,7 @@ mod tests {
     fn the_peer_accepts_our_ah_adverts_and_refuses_a_replay() {
         let (lb1, lb2) = instances();
         let mut a = Advertiser::new(&lb1);
-        let now = FLOOR_EPOCH_UNIX_S + 100;
+        let now = FLOOR_EPOCH_UNIX_MS + 100_000;
         let sent = a.datagrams(103, now).unwrap();
         assert_eq!(sent.len(), 1);
         let (dst, d) = &sent[0];

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::TransitionReport;
 use super::advert::Advertiser;
 use super::probes;
-use super::seq::unix_now_s;
+use super::seq::unix_now_ms;
 use super::status::StatusCell;
 use super::timers::Timers;
 use super::tracking::{self, Condition, Tracking};
@@ -203,7 +203,7 @@ impl Instance {
     }
 
     async fn send_advert(&mut self, priority: u8) {
-        let datagrams = match self.advertiser.datagrams(priority, unix_now_s()) {
+        let datagrams = match self.advertiser.datagrams(priority, unix_now_ms()) {
             Ok(datagrams) => datagrams,
             Err(e) => {
                 tracing::error!("VRRP {}: {e:#}", self.spec.name);
@@ -296,7 +296,7 @@ impl Instance {
         }
         let priority = self.tracking.priority();
         tracing::info!(
-            "VRRP {}: tracked {condition:?} {}, effective priority {priority}",
+            "VRRP {}: tracked {condition} {}, effective priority {priority}",
             self.spec.name,
             if holds { "holds" } else { "fails" },
         );

@@ -21,6 +21,20 @@ pub trait LeaseStore: Send + Sync {
     fn remaining(&self) -> Result<Option<Duration>>;
 }
 
+impl LeaseStore for crate::dataplane::lease::Lease {
+    fn renew(&self, valid_for: Duration) -> Result<()> {
+        crate::dataplane::lease::Lease::renew(self, valid_for)
+    }
+
+    fn expire(&self) -> Result<()> {
+        crate::dataplane::lease::Lease::expire(self)
+    }
+
+    fn remaining(&self) -> Result<Option<Duration>> {
+        crate::dataplane::lease::Lease::remaining(self)
+    }
+}
+
 /// How often to renew and for how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeasePlan {

@@ -22,6 +22,16 @@ pub enum Condition {
     Script(String),
 }
 
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Condition::XdpAttached => f.write_str("xdp-attached"),
+            Condition::ServiceUp(service) => write!(f, "service-up {service}"),
+            Condition::Script(command) => write!(f, "script `{command}`"),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Item {
     condition: Condition,
