@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use fantoccini::{Client, Locator};
-use lb_tests::lab::admin_http::{ADMIN_PORT, AdminUser, admin_section};
+use lb_tests::lab::admin_http::{ADMIN_PORT, AdminUser, admin_config};
 use lb_tests::lab::browser::{
     Browser, artifact_path, save_screenshot, wait_for_attr, wait_for_text,
 };
@@ -60,9 +60,13 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
     let readonly = AdminUser::new("viewer", "readonly", "battery staple").expect("hashing");
     let page = SocketAddrV4::new(topology::lb_front_addr(1), ADMIN_PORT);
     let svc = ServiceConfig::tcp("web", lab.vip(), 80, lab.backend_configs(80, &[1, 1, 1]));
-    let text = lab.lbd_config(vec![svc]).render().expect("rendering")
-        + &admin_section(page, "30s", &[admin.clone(), readonly.clone()]);
-    let config = lab.write_config_text("lbd.toml", &text).unwrap();
+    let mut lbd_config = lab.lbd_config(vec![svc]);
+    lbd_config.admin = Some(admin_config(
+        page,
+        "30s",
+        &[admin.clone(), readonly.clone()],
+    ));
+    let config = lab.write_config("lbd.toml", &lbd_config).unwrap();
     let mut lbd = lab.start_lbd(1, &config).expect("starting lbd");
     let vip = SocketAddrV4::new(lab.vip(), 80);
     lab.wait_for_service(&mut lbd, vip, Duration::from_secs(20))

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lb_tests::lab::admin_http::{
-    ADMIN_PORT, AdminUser, HttpRequest, admin_section, basic_auth, send,
+    ADMIN_PORT, AdminUser, HttpRequest, admin_config, basic_auth, send,
 };
 use lb_tests::lab::{CheckConfig, Lab, LabServer, ServiceConfig, assert_nothing_left, topology};
 
@@ -153,8 +153,9 @@ fn login_flood_leaves_health_checks_and_vrrp_adverts_on_time() {
     });
     let (lb1_name, lb2_name) = (lab.lb_node_name(1), lab.lb_node_name(2));
     let (lb1_addr, lb2_addr) = (topology::lb_front_addr(1), topology::lb_front_addr(2));
-    let text = lab.lbd_config(vec![svc]).render().expect("rendering")
-        + &admin_section(page, "30s", std::slice::from_ref(&admin))
+    let mut lbd_config = lab.lbd_config(vec![svc]);
+    lbd_config.admin = Some(admin_config(page, "30s", std::slice::from_ref(&admin)));
+    let text = lbd_config.render().expect("rendering")
         + &format!(
             r#"
 [[vrrp]]

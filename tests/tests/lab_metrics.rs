@@ -11,7 +11,7 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use lb_common::TrafficStats;
-use lb_tests::lab::admin_http::{ADMIN_PORT, AdminUser, HttpRequest, admin_section, basic_auth};
+use lb_tests::lab::admin_http::{ADMIN_PORT, AdminUser, HttpRequest, admin_config, basic_auth};
 use lb_tests::lab::counters::read_pinned;
 use lb_tests::lab::prometheus;
 use lb_tests::lab::{Lab, ServiceConfig, assert_nothing_left, topology};
@@ -43,9 +43,9 @@ fn metrics_match_the_pinned_maps_after_traffic() {
     let reader = AdminUser::new("prom", "readonly", "scrape-me").expect("hashing");
     let page = SocketAddrV4::new(topology::lb_front_addr(1), ADMIN_PORT);
     let svc = ServiceConfig::tcp("web", lab.vip(), 80, lab.backend_configs(80, &[1, 1, 1]));
-    let text = lab.lbd_config(vec![svc]).render().expect("rendering")
-        + &admin_section(page, "30s", std::slice::from_ref(&reader));
-    let config = lab.write_config_text("lbd.toml", &text).unwrap();
+    let mut lbd_config = lab.lbd_config(vec![svc]);
+    lbd_config.admin = Some(admin_config(page, "30s", std::slice::from_ref(&reader)));
+    let config = lab.write_config("lbd.toml", &lbd_config).unwrap();
     let mut lbd = lab.start_lbd(1, &config).expect("starting lbd");
     let vip = SocketAddrV4::new(lab.vip(), 80);
     lab.wait_for_service(&mut lbd, vip, Duration::from_secs(20))

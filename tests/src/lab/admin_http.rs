@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 
 use super::binaries;
+use super::lbd::{AdminConfig, AdminUserConfig};
 use super::setup::Lab;
 
 /// The port of the stats page in the seed (HAProxy's `stats` listener).
@@ -79,17 +80,21 @@ pub fn lbd_passwd(password: &str) -> Result<String> {
     Ok(hash)
 }
 
-/// The `[admin]` section (TOML) serving on `listen` with `users`; appended
-/// to a rendered [`super::LbdConfig`].
-pub fn admin_section(listen: SocketAddrV4, refresh: &str, users: &[AdminUser]) -> String {
-    let mut text = format!("\n[admin]\nlisten = \"{listen}\"\nrefresh = \"{refresh}\"\n");
-    for user in users {
-        text.push_str(&format!(
-            "\n[[admin.user]]\nname = \"{}\"\nrole = \"{}\"\npassword_hash = \"{}\"\n",
-            user.name, user.role, user.hash
-        ));
+/// `[admin]` serving on `listen` for `users`, the page refreshing every
+/// `refresh` (e.g. "30s").
+pub fn admin_config(listen: SocketAddrV4, refresh: &str, users: &[AdminUser]) -> AdminConfig {
+    AdminConfig {
+        listen,
+        refresh: Some(refresh.to_string()),
+        users: users
+            .iter()
+            .map(|u| AdminUserConfig {
+                name: u.name.clone(),
+                role: u.role.clone(),
+                password_hash: u.hash.clone(),
+            })
+            .collect(),
     }
-    text
 }
 
 /// `Basic base64(user:password)`.
@@ -358,22 +363,5 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
         assert_eq!(parse_response(chunked).unwrap().body, "abcde");
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
-    }
-
-    #[test]
-    fn admin_section_lists_users() {
-        let user = AdminUser {
-            name: "admin".into(),
-            role: "admin".into(),
-            password: "pw".into(),
-            hash: "$argon2id$v=19$x".into(),
-        };
-        let text = admin_section("192.0.2.2:8404".parse().unwrap(), "2s", &[user]);
-        let parsed: toml::Value = toml::from_str(&text).unwrap();
-        assert_eq!(parsed["admin"]["listen"].as_str(), Some("192.0.2.2:8404"));
-        assert_eq!(
-            parsed["admin"]["user"][0]["password_hash"].as_str(),
-            Some("$argon2id$v=19$x")
-        );
     }
 }
