@@ -33,12 +33,13 @@ pub fn render(snapshot: &Snapshot, now: SystemTime) -> String {
         out.push('\n');
         render_service(&mut out, service, now);
     }
-    if !status.datapath_events.is_empty() {
-        let events: Vec<String> = status
-            .datapath_events
-            .iter()
-            .map(|(reason, n)| format!("{reason} {n}"))
-            .collect();
+    let events: Vec<String> = status
+        .datapath_events
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    if !events.is_empty() {
         let _ = writeln!(out, "\ndata path events: {}", events.join(", "));
     }
     out
@@ -182,7 +183,7 @@ mod tests {
             "node": "lb1",
             "started_at_ms": at(0),
             "config_version": "3f2a9c1b00de",
-            "datapath_events": {"rst_no_flow": 3},
+            "datapath_events": {"rst_no_flow": 3, "drop_fragment": 0},
             "services": [{
                 "name": "horizon", "id": 1, "vip": "192.0.2.10", "port": 443,
                 "rst_no_backend": 2,

@@ -162,6 +162,20 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
         .find(|b| b["name"] == "be2")
         .expect("be2 in status");
     assert_eq!(be2["admin"], "drain", "the agent holds the drain: {be2}");
+    // The terminal picture says the same.
+    let table = lab.lbd_command(1, &["status"]).expect("lbd status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    eprintln!("lbd status:\n{table}");
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row {name} in lbd status:\n{table}"))
+            .to_string()
+    };
+    assert!(row("be2").contains(" DRAIN "), "{table}");
+    assert!(row("be1").contains(" UP "), "{table}");
+    assert!(table.contains("service web  192.0.2.10:80"), "{table}");
 
     let after = lab.spread(vip, SOURCES, 1, &[]).expect("spread after");
     assert_eq!(after.errors, 0, "{:?}", after.error_samples);

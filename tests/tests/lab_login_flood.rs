@@ -104,7 +104,7 @@ fn flood(lab: &Lab, page: SocketAddrV4, stop: &AtomicBool) -> FloodTally {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let guess = format!("guess-{worker}-{n}");
-                        let request = if n % 2 == 0 {
+                        let request = if n.is_multiple_of(2) {
                             HttpRequest::post_form(
                                 "/login",
                                 &[("user", "admin"), ("password", &guess)],
@@ -256,6 +256,12 @@ vips = ["{vip}"]
     assert_eq!(
         transitions_after, transitions_before,
         "lb1 changed VRRP state during the flood"
+    );
+    let table = lab.lbd_command(1, &["status"]).expect("lbd status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("vrrp vip MASTER  priority 101"),
+        "lbd status does not show the master:\n{table}"
     );
     // The agent still answers its rightful admin at once.
     let ok = lab

@@ -19,6 +19,9 @@ use lb_tests::lab::{Lab, ServiceConfig, assert_nothing_left, topology};
 const SOURCES: usize = 50;
 const BACKENDS: usize = 3;
 
+/// A metric, its labels, and the map values read before and after it.
+type Bracket<'a> = (&'a str, Vec<(&'a str, &'a str)>, u64, u64);
+
 /// Backend name -> summed counters, from the pinned maps.
 fn map_counters(lab: &Lab) -> BTreeMap<String, TrafficStats> {
     let counters = read_pinned(&lab.lbd_pin_dir(1)).expect("reading the pinned maps");
@@ -108,7 +111,7 @@ fn metrics_match_the_pinned_maps_after_traffic() {
                 ("direction", direction),
             ]
         };
-        let checks: [(&str, Vec<(&str, &str)>, u64, u64); 5] = [
+        let checks: [Bracket; 5] = [
             (
                 "lb_backend_packets_total",
                 labels("to_backend"),
