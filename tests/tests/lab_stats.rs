@@ -115,6 +115,20 @@ fn lab_stats() {
         "refresh from the config"
     );
 
+    // The checks have run: the status carries their last result.
+    let status = lbd_status(&lab, &config_arg);
+    for backend in status["services"][0]["backends"].as_array().unwrap() {
+        let check = &backend["last_check"];
+        assert_eq!(check["ok"], true, "{backend}");
+        assert!(
+            check["result"].as_str().unwrap().starts_with("tcp"),
+            "{backend}"
+        );
+        assert!(check["at_ms"].as_u64().unwrap() > 0, "{backend}");
+    }
+    assert!(status["started_at_ms"].as_u64().unwrap() > 0);
+    assert_eq!(status["config_version"].as_str().unwrap().len(), 12);
+
     // (b) Traffic, then /metrics against the maps.
     let report = lab.spread(vip, 16, 2, &[]).expect("clients run");
     report.assert_all_ok_and_sticky(16, "clients");
@@ -229,6 +243,11 @@ fn lab_stats() {
     assert_eq!(post.status, 303, "{}", post.body);
     let status = lbd_status(&lab, &config_arg);
     assert_eq!(status["services"][0]["backends"][0]["admin"], "drain");
+    assert!(
+        status["services"][0]["backends"][0]["since_ms"]
+            .as_u64()
+            .is_some()
+    );
     let page = get("/stats", &format!("Cookie: {cookie}\r\n"));
     assert!(
         page.body

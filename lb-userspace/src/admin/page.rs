@@ -4,7 +4,8 @@
 //! state, the words UP/DOWN/DRAIN/MAINT spelled out, times as "4m ago".
 //!
 //! Stable hooks for tests and tools: rows `id="row-SERVICE-BACKEND"` with
-//! `data-state`, checkboxes `name="backend" value="SERVICE/BACKEND"`,
+//! `data-state` (UP, DOWN, DRAIN, MAINT), checkboxes `id="sel-SERVICE-BACKEND"`
+//! `name="backend" value="SERVICE/BACKEND"`,
 //! buttons `id="set-ready|set-drain|set-maint"`, login fields `user`,
 //! `password` and button `id="login"`.
 
@@ -150,13 +151,13 @@ pub fn stats(snapshot: &Snapshot, viewer: &Viewer) -> String {
                 escape(csrf)
             );
         }
-        buttons(&mut body);
+        buttons(&mut body, "");
     }
     for service in &status.services {
         service_table(&mut body, service, controls, viewer.now);
     }
     if controls {
-        buttons(&mut body);
+        buttons(&mut body, "-below");
         body.push_str("</form>");
     }
     if !status.datapath_events.is_empty() {
@@ -218,14 +219,18 @@ fn vrrp_line(body: &mut String, instances: &[VrrpInstance]) {
     body.push_str("</p>");
 }
 
-fn buttons(body: &mut String) {
-    body.push_str(
-        "<div class=\"actions\">Selected backends: \
-         <button id=\"set-ready\" name=\"state\" value=\"ready\" type=\"submit\">Ready</button>\
-         <button id=\"set-drain\" name=\"state\" value=\"drain\" type=\"submit\">Drain</button>\
-         <button id=\"set-maint\" name=\"state\" value=\"maint\" type=\"submit\">Maint</button>\
-         </div>",
-    );
+/// The Ready/Drain/Maint buttons; `suffix` keeps the ids of the second
+/// row of buttons (below the tables) unique.
+fn buttons(body: &mut String, suffix: &str) {
+    body.push_str("<div class=\"actions\">Selected backends: ");
+    for (state, label) in [("ready", "Ready"), ("drain", "Drain"), ("maint", "Maint")] {
+        let _ = write!(
+            body,
+            "<button id=\"set-{state}{suffix}\" name=\"state\" value=\"{state}\" \
+             type=\"submit\">{label}</button>"
+        );
+    }
+    body.push_str("</div>");
 }
 
 fn service_table(body: &mut String, service: &ServiceStatus, controls: bool, now: SystemTime) {
@@ -276,9 +281,11 @@ fn backend_row(
     if controls {
         let _ = write!(
             body,
-            "<td><input type=\"checkbox\" name=\"backend\" value=\"{k}\" id=\"sel-{k}\" \
+            "<td><input type=\"checkbox\" name=\"backend\" value=\"{k}\" id=\"sel-{s}-{b}\" \
              aria-label=\"select {k}\"></td>",
-            k = escape(&key)
+            k = escape(&key),
+            s = escape(service),
+            b = escape(&backend.name),
         );
     }
     let detail = match (backend.admin.to_string().as_str(), backend.health.as_str()) {

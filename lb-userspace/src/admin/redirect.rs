@@ -71,8 +71,12 @@ pub fn router(listen: SocketAddrV4) -> Router {
 
 /// Serves redirects on `listener` until the future is dropped.
 pub async fn serve(listener: TcpListener, listen: SocketAddrV4) -> Result<()> {
-    let listener =
-        tokio::net::TcpListener::from_std(listener).context("registering the redirect listener")?;
+    let listener = super::listener::Bounded::new(
+        listener,
+        super::listener::MAX_CONNECTIONS,
+        super::listener::IDLE,
+    )
+    .context("registering the redirect listener")?;
     axum::serve(listener, router(listen))
         .await
         .with_context(|| format!("serving redirects on {listen}"))

@@ -88,6 +88,20 @@ impl AppState {
 
 pub type Shared = Arc<AppState>;
 
+/// The caller's address as the server records it for each connection.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, super::listener::Bounded>,
+    > for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, super::listener::Bounded>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
 /// The caller's address, when the server knows it (not in unit tests
 /// that call the router directly).
 pub struct Peer(pub Option<SocketAddr>);
@@ -99,8 +113,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
         Ok(Peer(
             parts
                 .extensions
-                .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                .map(|info| info.0),
+                .get::<axum::extract::ConnectInfo<PeerAddr>>()
+                .map(|info| info.0.0),
         ))
     }
 }
@@ -275,11 +289,15 @@ pub async fn serve(listener: TcpListener, state: Shared) -> Result<()> {
     let address = listener
         .local_addr()
         .context("reading the listen address")?;
-    let listener =
-        tokio::net::TcpListener::from_std(listener).context("registering the admin listener")?;
+    let listener = super::listener::Bounded::new(
+        listener,
+        super::listener::MAX_CONNECTIONS,
+        super::listener::IDLE,
+    )
+    .context("registering the admin listener")?;
     axum::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state).into_make_service_with_connect_info::<PeerAddr>(),
     )
     .await
     .with_context(|| format!("serving the admin page on {address}"))

@@ -365,8 +365,13 @@ async fn readonly_users_see_everything_but_no_controls() {
         .send(Method::GET, "/stats", &[basic("admin", ADMIN_PW)], "")
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains("value=\"horizon/cs1\""));
+    assert!(page.contains("value=\"horizon/cs1\" id=\"sel-horizon-cs1\""));
     assert!(page.contains("id=\"set-drain\"") && page.contains("id=\"set-maint\""));
+    assert_eq!(
+        page.matches("id=\"set-drain\"").count(),
+        1,
+        "ids are unique"
+    );
 }
 
 #[tokio::test]
@@ -1063,4 +1068,130 @@ async fn a_reload_changes_users_and_ends_their_old_sessions() {
         .send(Method::GET, "/metrics", &[basic("admin", new_password)], "")
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Collects what tracing writes, for log assertions.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn wrong_logins_are_logged_with_user_and_peer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests may have hit the callsite first with no subscriber at all,
+    // and tracing caches that "nobody listens"; ask again.
+    tracing::callsite::rebuild_interest_cache();
+    let f = Fixture::new();
+    let listener = super::listener::bind_freebind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(super::server::serve(listener, f.state.clone()));
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let client = stream.local_addr().unwrap();
+    let body = "user=mallory&password=guess";
+    stream
+        .write_all(
+            format!(
+                "POST /login HTTP/1.1\r\nHost: {address}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    server.abort();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("login refused"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{text}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("user=mallory"), "{line}");
+    assert!(line.contains(&format!("peer={client}")), "{line}");
+    assert!(
+        !line.contains("guess"),
+        "the password is never logged: {line}"
+    );
+}
+
+#[test]
+fn started_servers_take_reloaded_users_and_keep_their_listener() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen: std::net::SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let (requests, _) = runtime.block_on(async { fake_agent(horizon()) });
+    let mut first = admin_config(users());
+    first.listen = listen;
+    let mut servers = super::start(Some(&first), &[], requests).unwrap().unwrap();
+    let status_of = |user: &str, password: &str| -> String {
+        let (name, value) = basic(user, password);
+        // The fake agent answers on `runtime`; drive it while the client waits.
+        let request = format!(
+            "GET /api/v1/status HTTP/1.1\r\nHost: {listen}\r\n{name}: {value}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        runtime.block_on(async {
+            tokio::task::spawn_blocking(move || {
+                let mut stream = std::net::TcpStream::connect(listen).unwrap();
+                stream.write_all(request.as_bytes()).unwrap();
+                let mut reply = String::new();
+                stream.read_to_string(&mut reply).unwrap();
+                reply.get(9..12).unwrap_or("").to_string()
+            })
+            .await
+            .unwrap()
+        })
+    };
+    assert_eq!(status_of("admin", ADMIN_PW), "200");
+    assert_eq!(status_of("ops", "ops-pw"), "401");
+
+    let mut second = first.clone();
+    second.users.push(AdminUser {
+        name: "ops".into(),
+        role: Role::Readonly,
+        password_hash: passwd::hash_password("ops-pw").unwrap(),
+    });
+    servers.update(Some(&second), &[]);
+    assert_eq!(
+        status_of("ops", "ops-pw"),
+        "200",
+        "a new user works at once"
+    );
+
+    // A new listen address needs a restart: the old listener keeps serving.
+    let mut moved = second.clone();
+    moved.listen = "127.0.0.1:1".parse().unwrap();
+    servers.update(Some(&moved), &[]);
+    assert_eq!(status_of("ops", "ops-pw"), "200");
+    drop(servers);
 }
