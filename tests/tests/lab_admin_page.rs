@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use fantoccini::{Client, Locator};
 use lb_tests::lab::admin_http::{ADMIN_PORT, AdminUser, admin_config};
 use lb_tests::lab::browser::{
-    Browser, artifact_path, save_screenshot, wait_for_attr, wait_for_text,
+    Browser, artifact_path, save_screenshot, tell, wait_for_attr, wait_for_text,
 };
 use lb_tests::lab::{Lab, ServiceConfig, assert_nothing_left, topology};
 
@@ -149,7 +149,7 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
             browser.log_tail(20)
         );
     }
-    eprintln!("admin page screenshot: {}", shot.display());
+    tell(&format!("admin page screenshot: {}", shot.display()));
 
     let status = lab
         .lbd_command(1, &["status", "--json"])

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use fantoccini::Locator;
-use lb_tests::lab::browser::{Browser, artifact_path, save_screenshot, wait_for_text};
+use lb_tests::lab::browser::{Browser, artifact_path, save_screenshot, tell, wait_for_text};
 use lb_tests::lab::{Lab, assert_nothing_left, topology};
 
 const PAGE_PORT: u16 = 8080;
@@ -209,7 +209,7 @@ fn chromium_in_the_client_namespace_drives_a_lab_page() {
     if let Err(e) = &result {
         panic!("{e:#}\nchromedriver log:\n{}", browser.log_tail(30));
     }
-    eprintln!("screenshot: {}", shot.display());
+    tell(&format!("screenshot: {}", shot.display()));
     let posters = server.state.lock().unwrap().posters.clone();
     let client_addr: Ipv4Addr = topology::client_addrs(1).next().unwrap();
     assert_eq!(posters.len(), 1, "one form submission: {posters:?}");

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use lb_tests::lab::admin_http::{
     ADMIN_PORT, AdminUser, HttpRequest, admin_config, basic_auth, send,
 };
+use lb_tests::lab::browser::tell;
 use lb_tests::lab::{CheckConfig, Lab, LabServer, ServiceConfig, assert_nothing_left, topology};
 
 /// Health checks every 200 ms from each of the two nodes.
@@ -201,11 +202,11 @@ vips = ["{vip}"]
         (window, tally, started.elapsed())
     });
     let requests: u64 = tally.by_status.values().sum::<u64>() + tally.failures;
-    eprintln!(
+    tell(&format!(
         "quiet: {quiet:?}\nflood: {flooded:?}\nflood: {requests} requests in {flood_time:.1?} \
          over {FLOOD_WORKERS} connections, answers {:?}, {} failed",
         tally.by_status, tally.failures
-    );
+    ));
     let (quiet_checks, quiet_adverts) = (quiet.checks, quiet.adverts);
     let (flood_checks, flood_adverts) = (flooded.checks, flooded.adverts);
     // Slow readings would stretch the window and hide missing checks.

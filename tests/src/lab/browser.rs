@@ -332,6 +332,15 @@ pub fn artifact_path(name: &str) -> Result<PathBuf> {
     Ok(target.join("test-artifacts").join(name))
 }
 
+/// Says `text` on the test's stderr even when libtest captures output
+/// (capture only covers the print macros): artifact paths and measured
+/// numbers belong in every test log.
+pub fn tell(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}");
+}
+
 /// A hyper connector that opens every TCP connection from inside a network
 /// namespace: a short thread enters it, connects, and hands the socket back
 /// (a socket keeps the namespace it was created in).
