@@ -4,7 +4,8 @@
 //! basic auth, the health checks keep their rhythm (checks counted as
 //! connections at the backend servers, in a quiet window and in a flood
 //! window of the same length) and the VRRP master keeps advertising every
-//! second (`adverts_sent` over each window), so the backup never takes over.
+//! second (`adverts_sent` on the master, `adverts_received` on the backup,
+//! over each window), so the backup never takes over.
 //!
 //! `cargo build -p lb-userspace --bin lbd && cargo test -p lb-tests --test lab_login_flood -- --test-threads=1`
 
@@ -33,22 +34,31 @@ struct FloodTally {
     failures: u64,
 }
 
-/// One VRRP instance's (state, adverts sent, transitions) from
-/// `lbd status --json`.
-fn try_vrrp_numbers(lab: &Lab, node: usize) -> anyhow::Result<(String, u64, u64)> {
+/// One VRRP instance as `lbd status --json` reports it.
+#[derive(Debug)]
+struct Vrrp {
+    state: String,
+    adverts_sent: u64,
+    adverts_received: u64,
+    transitions: u64,
+}
+
+fn try_vrrp(lab: &Lab, node: usize) -> anyhow::Result<Vrrp> {
     use anyhow::Context;
     let out = lab.lbd_command(node, &["status", "--json"])?;
     let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let vrrp = &status["vrrp"][0];
-    Ok((
-        vrrp["state"].as_str().context("no VRRP state")?.to_string(),
-        vrrp["adverts_sent"].as_u64().context("no adverts_sent")?,
-        vrrp["transitions"].as_u64().context("no transitions")?,
-    ))
+    let number = |key: &str| vrrp[key].as_u64().with_context(|| format!("no {key}"));
+    Ok(Vrrp {
+        state: vrrp["state"].as_str().context("no VRRP state")?.to_string(),
+        adverts_sent: number("adverts_sent")?,
+        adverts_received: number("adverts_received")?,
+        transitions: number("transitions")?,
+    })
 }
 
-fn vrrp_numbers(lab: &Lab, node: usize) -> (String, u64, u64) {
-    try_vrrp_numbers(lab, node).unwrap_or_else(|e| panic!("lb{node} VRRP status: {e:#}"))
+fn vrrp(lab: &Lab, node: usize) -> Vrrp {
+    try_vrrp(lab, node).unwrap_or_else(|e| panic!("lb{node} VRRP status: {e:#}"))
 }
 
 /// Connections the backend servers accepted: the health checks of both
@@ -64,7 +74,10 @@ fn checks_seen(lab: &Lab, servers: &[LabServer]) -> u64 {
 #[derive(Debug)]
 struct Window {
     checks: u64,
+    /// Adverts the master (lb1) sent.
     adverts: u64,
+    /// Adverts the backup (lb2) received from it.
+    heard: u64,
     /// From the first reading's start to the last reading's end: at least
     /// [`WINDOW`], more when the readings themselves were slow.
     elapsed: Duration,
@@ -77,16 +90,19 @@ fn measure(lab: &Lab, servers: &[LabServer]) -> Window {
     let start = Instant::now();
     let checks = checks_seen(lab, servers);
     let asked = Instant::now();
-    let (_, adverts, _) = vrrp_numbers(lab, 1);
+    let adverts = vrrp(lab, 1).adverts_sent;
+    let heard = vrrp(lab, 2).adverts_received;
     let first_status = asked.elapsed();
     std::thread::sleep(WINDOW);
     let asked = Instant::now();
-    let (_, adverts_after, _) = vrrp_numbers(lab, 1);
+    let adverts_after = vrrp(lab, 1).adverts_sent;
+    let heard_after = vrrp(lab, 2).adverts_received;
     let last_status = asked.elapsed();
     let checks_after = checks_seen(lab, servers);
     Window {
         checks: checks_after - checks,
         adverts: adverts_after - adverts,
+        heard: heard_after - heard,
         elapsed: start.elapsed(),
         slowest_status: first_status.max(last_status),
     }
@@ -173,7 +189,7 @@ vips = ["{vip}"]
     let mut lb1 = lab.start_lbd(1, &config).expect("starting lbd on lb1");
     let mut lb2 = lab.start_lbd(2, &config).expect("starting lbd on lb2");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !try_vrrp_numbers(&lab, 1).is_ok_and(|(state, _, _)| state == "master") {
+    while !try_vrrp(&lab, 1).is_ok_and(|v| v.state == "master") {
         lb1.check_running().expect("lb1 runs");
         lb2.check_running().expect("lb2 runs");
         assert!(Instant::now() < deadline, "lb1 never became VRRP master");
@@ -187,7 +203,7 @@ vips = ["{vip}"]
     .expect("service up through lb1");
     lab.wait_for_admin(&mut lb1, "cl", page, Duration::from_secs(20))
         .expect("admin page up on the VIP");
-    let (_, _, transitions_before) = vrrp_numbers(&lab, 1);
+    let transitions_before = vrrp(&lab, 1).transitions;
 
     let quiet = measure(&lab, &servers);
     let stop = AtomicBool::new(false);
@@ -247,8 +263,15 @@ vips = ["{vip}"]
         flood_adverts + 1 >= nominal_adverts,
         "the master sent {flood_adverts} adverts in {WINDOW:?} under the flood (quiet: {quiet_adverts})"
     );
-    let (state1, _, transitions_after) = vrrp_numbers(&lab, 1);
-    let (state2, _, _) = vrrp_numbers(&lab, 2);
+    assert!(
+        flooded.heard + 1 >= nominal_adverts,
+        "the backup heard {} adverts in {WINDOW:?} under the flood (quiet: {})",
+        flooded.heard,
+        quiet.heard
+    );
+    let (lb1_vrrp, lb2_vrrp) = (vrrp(&lab, 1), vrrp(&lab, 2));
+    let (state1, transitions_after) = (lb1_vrrp.state, lb1_vrrp.transitions);
+    let state2 = lb2_vrrp.state;
     assert_eq!(
         (state1.as_str(), state2.as_str()),
         ("master", "backup"),
