@@ -14,10 +14,12 @@ use anyhow::{Context, Result, bail};
 use fantoccini::{Client, Locator};
 use lb_tests::lab::admin_http::{ADMIN_PORT, AdminUser, admin_config};
 use lb_tests::lab::browser::{
-    Browser, artifact_path, save_screenshot, tell, wait_for_attr, wait_for_text,
+    Browser, artifact_path, bounded, close, save_screenshot, tell, wait_for_attr, wait_for_text,
 };
 use lb_tests::lab::{Lab, ServiceConfig, assert_nothing_left, topology};
 
+/// The most one browser flow may take.
+const FLOW_LIMIT: Duration = Duration::from_secs(120);
 const SOURCES: usize = 60;
 const PAGE_WAIT: Duration = Duration::from_secs(15);
 
@@ -94,7 +96,7 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
         .unwrap();
     let admin_result: Result<()> = runtime.block_on(async {
         let client = browser.session().await?;
-        let outcome = async {
+        let outcome = bounded("the admin's drain", FLOW_LIMIT, async {
             sign_in(&client, page, &admin).await?;
             let state = client
                 .find(Locator::Css("#row-web-be2"))
@@ -138,9 +140,9 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
             }
             save_screenshot(&client, &shot).await?;
             Ok(())
-        }
+        })
         .await;
-        client.close().await.ok();
+        close(client).await;
         outcome
     });
     if let Err(e) = &admin_result {
@@ -189,7 +191,7 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
 
     let readonly_result: Result<()> = runtime.block_on(async {
         let client = browser.session().await?;
-        let outcome = async {
+        let outcome = bounded("the readonly view", FLOW_LIMIT, async {
             sign_in(&client, page, &readonly).await?;
             wait_for_attr(&client, "#row-web-be2", "data-state", PAGE_WAIT, is_drain).await?;
             let boxes = client.find_all(Locator::Css("input[name=backend]")).await?;
@@ -204,9 +206,9 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
                 );
             }
             Ok(())
-        }
+        })
         .await;
-        client.close().await.ok();
+        close(client).await;
         outcome
     });
     if let Err(e) = &readonly_result {

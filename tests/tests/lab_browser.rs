@@ -14,9 +14,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use fantoccini::Locator;
-use lb_tests::lab::browser::{Browser, artifact_path, save_screenshot, tell, wait_for_text};
+use lb_tests::lab::browser::{
+    Browser, artifact_path, bounded, close, save_screenshot, tell, wait_for_text,
+};
 use lb_tests::lab::{Lab, assert_nothing_left, topology};
 
+/// The most one browser flow may take.
+const FLOW_LIMIT: Duration = Duration::from_secs(120);
 const PAGE_PORT: u16 = 8080;
 
 /// What the little page server saw: backend states and the peers that
@@ -174,7 +178,7 @@ fn chromium_in_the_client_namespace_drives_a_lab_page() {
     let shot = artifact_path("browser-selftest.png").unwrap();
     let result: Result<()> = runtime.block_on(async {
         let client = browser.session().await?;
-        let outcome = async {
+        let outcome = bounded("the page flow", FLOW_LIMIT, async {
             client.goto(&format!("http://{listen}/")).await?;
             let before = wait_for_text(&client, "#state-be2", Duration::from_secs(10), |t| {
                 t == "READY"
@@ -201,9 +205,9 @@ fn chromium_in_the_client_namespace_drives_a_lab_page() {
             }
             save_screenshot(&client, &shot).await?;
             Ok(())
-        }
+        })
         .await;
-        client.close().await.ok();
+        close(client).await;
         outcome
     });
     if let Err(e) = &result {

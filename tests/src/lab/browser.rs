@@ -301,6 +301,25 @@ pub async fn wait_for_attr(
     }
 }
 
+/// Runs `flow` within `limit`: a hung driver or page fails the test, naming
+/// `what`, instead of hanging it (single WebDriver commands have no timeout
+/// of their own).
+pub async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    flow: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, flow)
+        .await
+        .with_context(|| format!("{what} did not finish within {limit:?}"))?
+}
+
+/// Ends a session, giving the driver a few seconds at most (Drop of the
+/// [`Browser`] kills whatever is left).
+pub async fn close(client: Client) {
+    let _ = tokio::time::timeout(Duration::from_secs(10), client.close()).await;
+}
+
 /// Saves a PNG screenshot of the current page to `path` (directories are
 /// created) and returns the path.
 pub async fn save_screenshot(client: &Client, path: &Path) -> Result<PathBuf> {
