@@ -60,15 +60,20 @@ enum Command {
     /// (asked twice on a terminal, read as one line from a pipe).
     Passwd,
     /// Print the running agent's picture: node, VRRP, and per service one
-    /// row per backend (state, weight, flows, traffic).
+    /// row per backend (state, weight, flows, traffic). A table on a
+    /// terminal, JSON when piped (scripts keep working); --table and --json
+    /// choose.
     Status {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         node: Option<String>,
         /// The full status as JSON, for scripts.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "table")]
         json: bool,
+        /// The table even when piped (`watch lbd status --table`, grep).
+        #[arg(long)]
+        table: bool,
     },
 }
 
@@ -129,9 +134,20 @@ fn main() -> ExitCode {
             &state,
         )),
         Command::Passwd => report(lb_userspace::admin::passwd::command()),
-        Command::Status { config, node, json } => report(
-            lb_userspace::agent::control_client::status(&config, node.as_deref(), json),
-        ),
+        Command::Status {
+            config,
+            node,
+            json,
+            table,
+        } => {
+            use std::io::IsTerminal;
+            let table = table || (!json && std::io::stdout().is_terminal());
+            report(lb_userspace::agent::control_client::status(
+                &config,
+                node.as_deref(),
+                table,
+            ))
+        }
     }
 }
 

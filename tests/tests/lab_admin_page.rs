@@ -164,8 +164,14 @@ fn admin_drains_a_backend_from_the_page_and_readonly_sees_no_controls() {
         .find(|b| b["name"] == "be2")
         .expect("be2 in status");
     assert_eq!(be2["admin"], "drain", "the agent holds the drain: {be2}");
-    // The terminal picture says the same.
-    let table = lab.lbd_command(1, &["status"]).expect("lbd status");
+    // Piped without a flag it stays JSON, so scripts keep working.
+    let piped = lab.lbd_command(1, &["status"]).expect("lbd status");
+    serde_json::from_slice::<serde_json::Value>(&piped.stdout)
+        .expect("piped lbd status prints JSON");
+    // The terminal picture says the same as the JSON.
+    let table = lab
+        .lbd_command(1, &["status", "--table"])
+        .expect("lbd status --table");
     let table = String::from_utf8_lossy(&table.stdout);
     eprintln!("lbd status:\n{table}");
     let row = |name: &str| {

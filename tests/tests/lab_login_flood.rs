@@ -281,7 +281,9 @@ vips = ["{vip}"]
         transitions_after, transitions_before,
         "lb1 changed VRRP state during the flood"
     );
-    let table = lab.lbd_command(1, &["status"]).expect("lbd status");
+    let table = lab
+        .lbd_command(1, &["status", "--table"])
+        .expect("lbd status --table");
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(
         table.contains("vrrp vip MASTER  priority 101"),

@@ -35,15 +35,15 @@ pub fn set_state(config_path: &Path, node: Option<&str>, target: &str, state: &s
     Ok(())
 }
 
-/// `lbd status`: the agent's view as a table, or as JSON with `json`.
-pub fn status(config_path: &Path, node: Option<&str>, json: bool) -> Result<()> {
+/// `lbd status`: the agent's view as a table with `table`, else as JSON.
+pub fn status(config_path: &Path, node: Option<&str>, table: bool) -> Result<()> {
     let node = node_name(config_path, node)?;
     let answer = ask(&node, &Request::Status)?;
     let status = answer
         .status
         .ok_or_else(|| anyhow!("the agent answered status without one"))?;
     let value = serde_json::to_value(&status).context("encoding the status")?;
-    if json {
+    if !table {
         println!(
             "{}",
             serde_json::to_string_pretty(&value).context("printing the status")?
