@@ -9,6 +9,7 @@ pub mod health;
 pub mod ids;
 pub mod logging;
 pub mod maglev;
+pub mod status_table;
 pub mod vips;
 pub mod vrrp;
 

@@ -59,17 +59,21 @@ enum Command {
     /// Print the argon2id hash of a password for `[[admin.user]] password_hash`
     /// (asked twice on a terminal, read as one line from a pipe).
     Passwd,
-    /// Print the running agent's services and backends (health, admin
-    /// state, last check, flows, traffic): tables on a terminal, JSON when
-    /// piped or with --json.
+    /// Print the running agent's picture: node, VRRP, and per service one
+    /// row per backend (state, weight, flows, traffic). A table on a
+    /// terminal, JSON when piped (scripts keep working); --table and --json
+    /// choose.
     Status {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         node: Option<String>,
-        /// JSON even on a terminal.
-        #[arg(long)]
+        /// The full status as JSON, for scripts.
+        #[arg(long, conflicts_with = "table")]
         json: bool,
+        /// The table even when piped (`watch lbd status --table`, grep).
+        #[arg(long)]
+        table: bool,
     },
 }
 
@@ -130,13 +134,18 @@ fn main() -> ExitCode {
             &state,
         )),
         Command::Passwd => report(lb_userspace::admin::passwd::command()),
-        Command::Status { config, node, json } => {
+        Command::Status {
+            config,
+            node,
+            json,
+            table,
+        } => {
             use std::io::IsTerminal;
-            let text = !json && std::io::stdout().is_terminal();
+            let table = table || (!json && std::io::stdout().is_terminal());
             report(lb_userspace::agent::control_client::status(
                 &config,
                 node.as_deref(),
-                text,
+                table,
             ))
         }
     }

@@ -322,7 +322,7 @@ fn basic(user: &str, password: &str) -> String {
 
 fn lbd_status(lab: &Lab, config: &str) -> serde_json::Value {
     let out = lab
-        .lbd_command(1, &["status", "--config", config])
+        .lbd_command(1, &["status", "--json", "--config", config])
         .expect("lbd status runs");
     serde_json::from_slice(&out.stdout).expect("lbd status prints JSON")
 }

@@ -301,7 +301,10 @@ fn holds_vip(lab: &Lab, node: &str, vip: Ipv4Addr) -> bool {
 /// The one VRRP instance of `lbd status` on LB node `n`.
 fn vrrp_status(lab: &Lab, n: usize, config: &Path) -> serde_json::Value {
     let out = lab
-        .lbd_command(n, &["status", "--config", config.to_str().unwrap()])
+        .lbd_command(
+            n,
+            &["status", "--json", "--config", config.to_str().unwrap()],
+        )
         .expect("lbd status runs");
     let json: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("lbd status prints JSON");

@@ -50,7 +50,13 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the snapshot from the status JSON.
     pub fn from_json(json: serde_json::Value) -> Result<Self, String> {
-        let status: NodeStatus = serde_json::from_value(json.clone())
+        // `vrrp` is read loosely below; the typed status must not refuse a
+        // partial entry.
+        let mut strict = json.clone();
+        if let Some(fields) = strict.as_object_mut() {
+            fields.remove("vrrp");
+        }
+        let status: NodeStatus = serde_json::from_value(strict)
             .map_err(|e| format!("the agent's status is unreadable: {e}"))?;
         let vrrp = json
             .get("vrrp")

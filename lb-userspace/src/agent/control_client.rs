@@ -35,27 +35,25 @@ pub fn set_state(config_path: &Path, node: Option<&str>, target: &str, state: &s
     Ok(())
 }
 
-/// `lbd status`: the agent's view as JSON, or as tables when `text` (a
-/// terminal without `--json`).
-pub fn status(config_path: &Path, node: Option<&str>, text: bool) -> Result<()> {
+/// `lbd status`: the agent's view as a table with `table`, else as JSON.
+pub fn status(config_path: &Path, node: Option<&str>, table: bool) -> Result<()> {
     let node = node_name(config_path, node)?;
     let answer = ask(&node, &Request::Status)?;
     let status = answer
         .status
         .ok_or_else(|| anyhow!("the agent answered status without one"))?;
-    if text {
-        let json = serde_json::to_value(&status).context("reading the status")?;
-        let snapshot =
-            crate::admin::agent_link::Snapshot::from_json(json).map_err(|e| anyhow!(e))?;
-        print!(
+    let value = serde_json::to_value(&status).context("encoding the status")?;
+    if !table {
+        println!(
             "{}",
-            super::status_text::render(&snapshot, std::time::SystemTime::now())
+            serde_json::to_string_pretty(&value).context("printing the status")?
         );
         return Ok(());
     }
-    println!(
+    let snapshot = crate::admin::agent_link::Snapshot::from_json(value).map_err(|e| anyhow!(e))?;
+    print!(
         "{}",
-        serde_json::to_string_pretty(&status).context("printing the status")?
+        crate::status_table::render(&snapshot, std::time::SystemTime::now())
     );
     Ok(())
 }

@@ -14,7 +14,6 @@ pub mod notify;
 pub mod observed;
 pub mod state;
 pub mod state_file;
-pub mod status_text;
 
 use std::{
     collections::BTreeSet,

@@ -34,14 +34,17 @@
 //! the namespaces and the scratch directory. A new lab removes leftovers of
 //! labs whose process died.
 
+pub mod admin_http;
 mod apps;
 pub mod arp;
 pub mod binaries;
+pub mod browser;
 pub mod counters;
 pub mod keepalived;
 mod lbd;
 pub mod names;
 pub mod netns;
+pub mod prometheus;
 pub mod report;
 pub mod rlimit;
 mod setup;
