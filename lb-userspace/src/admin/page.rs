@@ -37,7 +37,7 @@ h1{font-size:1.4rem;margin:0 0 .3rem} h2{font-size:1.15rem;margin:1.2rem 0 .3rem
 .note{color:#555} .flash{background:#fff6d5;border:1px solid #e0c050;padding:.4rem .6rem;margin:.4rem 0}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{border:1px solid #ccc;padding:.25rem .45rem;text-align:left;white-space:nowrap}
-th{background:#eee} td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#eee;white-space:normal;vertical-align:bottom} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .st{font-weight:bold;padding:.1rem .45rem;border-radius:3px;color:#fff}
 .UP{background:#1a7f37} .DOWN{background:#c62828} .DRAIN{background:#b26a00} .MAINT{background:#5a5a9a}
 .master{color:#1a7f37;font-weight:bold} .backup{color:#555;font-weight:bold} .other{color:#c62828;font-weight:bold}
