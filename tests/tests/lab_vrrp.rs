@@ -32,9 +32,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use lb_tests::lab::arp::mac_text;
 use lb_tests::lab::vrrp::{
-    self, InstanceView, TrackConfig, entered, instance, logged_transitions, mac_text, master_down,
-    skew, wait_for_instance,
+    self, InstanceView, TrackConfig, entered, instance, logged_transitions, master_down, skew,
+    wait_for_instance,
 };
 use lb_tests::lab::{
     CheckConfig, Lab, LabServer, Lbd, ServiceConfig, SpreadReport, connect_from, counters,

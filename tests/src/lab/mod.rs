@@ -48,7 +48,6 @@ mod setup;
 pub mod sources;
 pub mod topology;
 pub mod vrrp;
-pub mod vrrp_status;
 mod xdp_peer;
 
 pub use apps::{LabServer, connect_from, echo_line, fetch_name, read_line};
