@@ -28,7 +28,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lb_tests::lab::keepalived::{Auth, AuthKind, Keepalived, VrrpSetup, held_vips};
+use lb_tests::lab::keepalived::{Auth, AuthKind, Keepalived, VrrpSetup};
 use lb_tests::lab::vrrp::{self, InstanceView};
 use lb_tests::lab::{Lab, Lbd, ServiceConfig, assert_nothing_left};
 use lb_userspace::vrrp::ah::{AhOutgoing, PROTO_AH, build_ah_packet};
@@ -194,7 +194,7 @@ impl Bench {
         lbd: &mut Lbd,
     ) {
         let before = self.status();
-        let vips_before = held_vips(&self.lab, "lb1", &VIPS).unwrap();
+        let vips_before = self.lab.vips_held("lb1", &VIPS).unwrap();
         send_raw(&self.lab, "cl", self.dst, datagrams);
         let counted = |s: &InstanceView| label.map_or(s.total_drops(), |l| s.dropped(l));
         let sent = if label.is_some() {
@@ -215,7 +215,7 @@ impl Bench {
         std::thread::sleep(self.setup.skew(lbd_priority) + Duration::from_millis(400));
         lbd.check_running().unwrap();
         let after = self.status();
-        let vips_after = held_vips(&self.lab, "lb1", &VIPS).unwrap();
+        let vips_after = self.lab.vips_held("lb1", &VIPS).unwrap();
         let label = label.unwrap_or("(any)");
         println!(
             "{case}: {label} {} -> {}, state {}, transitions {}",

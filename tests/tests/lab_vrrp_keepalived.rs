@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use lb_tests::lab::arp::mac_text;
-use lb_tests::lab::keepalived::{Auth, AuthKind, Keepalived, VrrpSetup, held_vips};
+use lb_tests::lab::keepalived::{Auth, AuthKind, Keepalived, VrrpSetup};
 use lb_tests::lab::vrrp::{self, InstanceView};
 use lb_tests::lab::{Lab, Lbd, ServiceConfig, assert_nothing_left};
 
@@ -81,10 +81,10 @@ fn assert_no_drops(status: &InstanceView, step: &str) {
 fn assert_holder(lab: &Lab, holder: usize, stale_other: bool, step: &str) {
     let other = 3 - holder;
     let (h, o) = (format!("lb{holder}"), format!("lb{other}"));
-    let held = held_vips(lab, &h, &VIPS).unwrap();
+    let held = lab.vips_held(&h, &VIPS).unwrap();
     assert_eq!(held, VIPS, "{step}: {h} should hold every VIP");
     if !stale_other {
-        let left = held_vips(lab, &o, &VIPS).unwrap();
+        let left = lab.vips_held(&o, &VIPS).unwrap();
         assert!(left.is_empty(), "{step}: {o} still has {left:?} on eth0");
     }
     let mac = lab.mac(&h).unwrap();
@@ -353,7 +353,7 @@ fn keepalived_alone_takes_the_vips_and_gives_them_up() {
     assert_holder(&lab, 2, false, "keepalived alone");
     ka.stop(Duration::from_secs(5)).unwrap();
     assert!(
-        held_vips(&lab, "lb2", &VIPS).unwrap().is_empty(),
+        lab.vips_held("lb2", &VIPS).unwrap().is_empty(),
         "keepalived removes its VIPs on SIGTERM"
     );
     let answers = lab.arp_who_has("cl", CLIENT, VIPS[0], ARP_LISTEN).unwrap();

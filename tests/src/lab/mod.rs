@@ -50,7 +50,7 @@ pub mod topology;
 pub mod vrrp;
 mod xdp_peer;
 
-pub use apps::{LabServer, connect_from, echo_line, fetch_name, read_line};
+pub use apps::{LabServer, connect_from, echo_all, echo_line, fetch_name, read_line};
 pub use lbd::{
     AdminConfig, AdminUserConfig, BackendConfig, CheckConfig, LAB_SNAT_PORTS, Lbd, LbdConfig,
     NodeConfig, RedirectConfig, ServiceConfig, lab_snat_ports,
