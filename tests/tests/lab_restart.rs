@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use std::net::TcpStream;
 
-use lb_tests::lab::{Lab, ServiceConfig, connect_from, counters, echo_line, netns, read_line};
+use lb_tests::lab::{Lab, ServiceConfig, connect_from, counters, echo_all, netns, read_line};
 
 const CLIENTS: usize = 200;
 /// How long the client keeps making connections.
@@ -299,20 +299,4 @@ fn client_loop(sources: &[Ipv4Addr], vip: SocketAddrV4) -> Vec<Attempt> {
         std::thread::sleep(PACE);
     }
     attempts
-}
-
-/// Sends a distinct line on every held connection and expects it back.
-fn echo_all(held: &mut [(Ipv4Addr, TcpStream)], tag: &str) {
-    let failures: Vec<String> = held
-        .iter_mut()
-        .filter_map(|(source, stream)| {
-            echo_line(stream, &format!("{tag}-{source}"))
-                .err()
-                .map(|e| format!("{source}: {e:#}"))
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{tag}: held connections broke: {failures:?}"
-    );
 }

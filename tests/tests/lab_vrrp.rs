@@ -32,13 +32,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use lb_tests::lab::arp::mac_text;
 use lb_tests::lab::vrrp::{
-    self, InstanceView, TrackConfig, entered, instance, logged_transitions, mac_text, master_down,
-    skew, wait_for_instance,
+    self, InstanceView, TrackConfig, entered, instance, logged_transitions, master_down, skew,
+    wait_for_instance,
 };
 use lb_tests::lab::{
     CheckConfig, Lab, LabServer, Lbd, ServiceConfig, SpreadReport, connect_from, counters,
-    echo_line, read_line,
+    echo_all, read_line,
 };
 use lb_tests::packet::{FrameSpec, Mac, tcp_flags};
 use lb_userspace::dataplane::lease::Lease;
@@ -852,22 +853,6 @@ fn kill_agent(slot: &mut Option<Lbd>) -> (Instant, String) {
     let log = agent.log();
     *slot = None;
     (at, log)
-}
-
-/// Sends a distinct line on every held connection and expects it back.
-fn echo_all(held: &mut [(Ipv4Addr, TcpStream)], tag: &str) {
-    let failures: Vec<String> = held
-        .iter_mut()
-        .filter_map(|(source, stream)| {
-            echo_line(stream, &format!("{tag}-{source}"))
-                .err()
-                .map(|e| format!("{source}: {e:#}"))
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{tag}: held connections broke: {failures:?}"
-    );
 }
 
 /// SIGTERM to the master lb1: lb2 takes over within its skew time (lb1's

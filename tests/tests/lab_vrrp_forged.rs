@@ -28,15 +28,14 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lb_tests::lab::keepalived::{Auth, AuthKind, Keepalived, VrrpSetup, held_vips};
-use lb_tests::lab::vrrp_status::{drops, instance_status, total_drops, wait_for_state};
+use lb_tests::lab::keepalived::{Auth, AuthKind, Keepalived, VrrpSetup};
+use lb_tests::lab::vrrp::{self, InstanceView};
 use lb_tests::lab::{Lab, Lbd, ServiceConfig, assert_nothing_left};
 use lb_userspace::vrrp::ah::{AhOutgoing, PROTO_AH, build_ah_packet};
 use lb_userspace::vrrp::ipv4::Ipv4Header;
 use lb_userspace::vrrp::packet::{
     Advert, AuthField, MULTICAST_GROUP, PROTO_VRRP, Password, Version,
 };
-use serde_json::Value;
 
 const VIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 20)];
 const VRID: u8 = 61;
@@ -174,8 +173,8 @@ impl Bench {
         }
     }
 
-    fn status(&self) -> Value {
-        instance_status(&self.lab, 1, &self.config).unwrap()
+    fn status(&self) -> InstanceView {
+        vrrp::first_instance(&self.lab.lb_node_name(1)).unwrap()
     }
 
     /// Sends `datagrams`, then checks that exactly `label` rose by their
@@ -195,9 +194,9 @@ impl Bench {
         lbd: &mut Lbd,
     ) {
         let before = self.status();
-        let vips_before = held_vips(&self.lab, "lb1", &VIPS).unwrap();
+        let vips_before = self.lab.vips_held("lb1", &VIPS).unwrap();
         send_raw(&self.lab, "cl", self.dst, datagrams);
-        let counted = |s: &Value| label.map_or(total_drops(s), |l| drops(s, l));
+        let counted = |s: &InstanceView| label.map_or(s.total_drops(), |l| s.dropped(l));
         let sent = if label.is_some() {
             datagrams.len() as u64
         } else {
@@ -216,32 +215,32 @@ impl Bench {
         std::thread::sleep(self.setup.skew(lbd_priority) + Duration::from_millis(400));
         lbd.check_running().unwrap();
         let after = self.status();
-        let vips_after = held_vips(&self.lab, "lb1", &VIPS).unwrap();
+        let vips_after = self.lab.vips_held("lb1", &VIPS).unwrap();
         let label = label.unwrap_or("(any)");
         println!(
             "{case}: {label} {} -> {}, state {}, transitions {}",
             counted(&before),
             counted(&after),
-            after["state"],
-            after["transitions"]
+            after.state,
+            after.transitions
         );
         assert_eq!(
             counted(&after),
             want,
-            "{case}: drop counter {label} should rise by {sent}: before {}, after {}",
-            before["drops"],
-            after["drops"]
+            "{case}: drop counter {label} should rise by {sent}: before {:?}, after {:?}",
+            before.drops,
+            after.drops
         );
         assert_eq!(
-            total_drops(&after) - total_drops(&before),
+            after.total_drops() - before.total_drops(),
             sent,
-            "{case}: only {label} may rise: before {}, after {}",
-            before["drops"],
-            after["drops"]
+            "{case}: only {label} may rise: before {:?}, after {:?}",
+            before.drops,
+            after.drops
         );
-        assert_eq!(after["state"], before["state"], "{case}: state changed");
+        assert_eq!(after.state, before.state, "{case}: state changed");
         assert_eq!(
-            after["transitions"], before["transitions"],
+            after.transitions, before.transitions,
             "{case}: a transition happened"
         );
         assert_eq!(vips_after, vips_before, "{case}: lb1's VIPs changed");
@@ -363,7 +362,7 @@ fn start(b: &Bench, lbd_state: &str) -> (Lbd, Keepalived) {
     let mut ka = b.lab.start_keepalived(2, &b.setup).unwrap();
     let mut lbd = b.lab.start_lbd(1, &b.config).unwrap();
     let bound = Duration::from_secs(5) + 2 * b.setup.master_down(100);
-    wait_for_state(&b.lab, 1, &mut lbd, &b.config, lbd_state, bound).unwrap();
+    vrrp::wait_for_state(&mut lbd, lbd_state, bound).unwrap();
     let ka_state = if lbd_state == "master" {
         "BACKUP"
     } else {
@@ -373,11 +372,11 @@ fn start(b: &Bench, lbd_state: &str) -> (Lbd, Keepalived) {
     // Let the election settle (a preempting lbd, keepalived's answer).
     std::thread::sleep(2 * b.setup.advert_interval);
     let status = b.status();
-    assert_eq!(status["state"], lbd_state, "{status}");
+    assert_eq!(status.state, lbd_state, "{status:?}");
     assert_eq!(
-        total_drops(&status),
+        status.total_drops(),
         0,
-        "keepalived's adverts pass: {status}"
+        "keepalived's adverts pass: {status:?}"
     );
     (lbd, ka)
 }
@@ -554,17 +553,17 @@ fn forged_ah_adverts_leave_the_master_alone() {
     let before = b.status();
     send_raw(&b.lab, "cl", b.dst, std::slice::from_ref(&original));
     let start = Instant::now();
-    let received = |s: &Value| s["adverts_received"].as_u64().unwrap_or(0);
+    let received = |s: &InstanceView| s.adverts_received;
     while received(&b.status()) <= received(&before) && start.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let after = b.status();
     assert_eq!(
-        total_drops(&after),
-        total_drops(&before),
-        "the genuine advert is accepted: {after}"
+        after.total_drops(),
+        before.total_drops(),
+        "the genuine advert is accepted: {after:?}"
     );
-    assert_eq!(after["state"], "master");
+    assert_eq!(after.state, "master");
     // ... and its replays, and older numbers with a higher priority, are not.
     let replays = vec![original; COPIES as usize];
     b.expect_dropped("replayed advert", "ah_replay", &replays, &mut lbd);

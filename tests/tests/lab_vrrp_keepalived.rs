@@ -21,13 +21,14 @@
 //! `cargo test -p lb-tests --test lab_vrrp_keepalived -- --test-threads=1 --nocapture`.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use lb_tests::lab::keepalived::{Auth, AuthKind, Keepalived, VrrpSetup, held_vips};
-use lb_tests::lab::{Lab, Lbd, ServiceConfig, arp, assert_nothing_left, vrrp_status};
-use serde_json::Value;
+use lb_tests::lab::arp::mac_text;
+use lb_tests::lab::keepalived::{Auth, AuthKind, Keepalived, VrrpSetup};
+use lb_tests::lab::vrrp::{self, InstanceView};
+use lb_tests::lab::{Lab, Lbd, ServiceConfig, assert_nothing_left};
 
 const VIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 20)];
 const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -59,30 +60,15 @@ fn write_lbd_config(lab: &Lab, setup: &VrrpSetup) -> PathBuf {
     path
 }
 
-fn vrrp_status(lab: &Lab, config: &Path) -> Result<Value> {
-    vrrp_status::instance_status(lab, 1, config)
-}
-
-fn wait_lbd_state(
-    lab: &Lab,
-    lbd: &mut Lbd,
-    config: &Path,
-    state: &str,
-    timeout: Duration,
-) -> Result<(Duration, Value)> {
-    vrrp_status::wait_for_state(lab, 1, lbd, config, state, timeout)
+/// lb1's (lbd's) one VRRP instance.
+fn vrrp_status(lbd: &Lbd) -> Result<InstanceView> {
+    vrrp::first_instance(lbd.node())
 }
 
 /// Fails unless lbd's drop counters are all zero: it accepted every one of
 /// keepalived's packets.
-fn assert_no_drops(status: &Value, step: &str) {
-    let drops = status["drops"]
-        .as_object()
-        .unwrap_or_else(|| panic!("{step}: no drops object in {status}"));
-    let nonzero: Vec<_> = drops
-        .iter()
-        .filter(|(_, n)| n.as_u64() != Some(0))
-        .collect();
+fn assert_no_drops(status: &InstanceView, step: &str) {
+    let nonzero: Vec<_> = status.drops.iter().filter(|(_, n)| **n != 0).collect();
     assert!(
         nonzero.is_empty(),
         "{step}: lbd dropped keepalived's packets: {nonzero:?}"
@@ -95,19 +81,19 @@ fn assert_no_drops(status: &Value, step: &str) {
 fn assert_holder(lab: &Lab, holder: usize, stale_other: bool, step: &str) {
     let other = 3 - holder;
     let (h, o) = (format!("lb{holder}"), format!("lb{other}"));
-    let held = held_vips(lab, &h, &VIPS).unwrap();
+    let held = lab.vips_held(&h, &VIPS).unwrap();
     assert_eq!(held, VIPS, "{step}: {h} should hold every VIP");
     if !stale_other {
-        let left = held_vips(lab, &o, &VIPS).unwrap();
+        let left = lab.vips_held(&o, &VIPS).unwrap();
         assert!(left.is_empty(), "{step}: {o} still has {left:?} on eth0");
     }
-    let mac = arp::eth0_mac(lab, &h).unwrap();
+    let mac = lab.mac(&h).unwrap();
     for vip in VIPS {
-        let answers = arp::who_has(lab, "cl", CLIENT, vip, ARP_LISTEN).unwrap();
+        let answers = lab.arp_who_has("cl", CLIENT, vip, ARP_LISTEN).unwrap();
         assert_eq!(
-            answers,
-            std::slice::from_ref(&mac),
-            "{step}: ARP for {vip} should be answered by {h} ({mac}) alone"
+            answers.iter().map(mac_text).collect::<Vec<_>>(),
+            [mac_text(&mac)],
+            "{step}: ARP for {vip} should be answered by {h} alone"
         );
     }
 }
@@ -115,10 +101,12 @@ fn assert_holder(lab: &Lab, holder: usize, stale_other: bool, step: &str) {
 /// How long until lb1 no longer answers ARP for the first VIP (`None`:
 /// still answering after `within`).
 fn lb1_silent_after(lab: &Lab, within: Duration) -> Option<Duration> {
-    let lb1 = arp::eth0_mac(lab, "lb1").unwrap();
+    let lb1 = lab.mac("lb1").unwrap();
     let start = Instant::now();
     while start.elapsed() <= within {
-        let answers = arp::who_has(lab, "cl", CLIENT, VIPS[0], Duration::from_millis(50)).unwrap();
+        let answers = lab
+            .arp_who_has("cl", CLIENT, VIPS[0], Duration::from_millis(50))
+            .unwrap();
         if !answers.contains(&lb1) {
             return Some(start.elapsed());
         }
@@ -148,11 +136,11 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     // 1. lbd master, keepalived backup.
     let mut ka = lab.start_keepalived(2, &setup).unwrap();
     let mut lbd = lab.start_lbd(1, &config).unwrap();
-    wait_lbd_state(&lab, &mut lbd, &config, "master", start_bound).unwrap();
+    vrrp::wait_for_state(&mut lbd, "master", start_bound).unwrap();
     ka.wait_for_state("BACKUP", start_bound).unwrap();
     std::thread::sleep(2 * interval);
-    let status = vrrp_status(&lab, &config).unwrap();
-    assert_eq!(status["state"], "master", "1: lbd stays master: {status}");
+    let status = vrrp_status(&lbd).unwrap();
+    assert_eq!(status.state, "master", "1: lbd stays master: {status:?}");
     assert_eq!(
         ka.state().as_deref(),
         Some("BACKUP"),
@@ -182,10 +170,10 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
 
     // 3. lbd returns with the higher priority and preempts.
     let mut lbd = lab.start_lbd(1, &config).unwrap();
-    wait_lbd_state(&lab, &mut lbd, &config, "master", start_bound).unwrap();
+    vrrp::wait_for_state(&mut lbd, "master", start_bound).unwrap();
     ka.wait_for_state("BACKUP", Duration::from_secs(2)).unwrap();
     std::thread::sleep(2 * interval);
-    let status = vrrp_status(&lab, &config).unwrap();
+    let status = vrrp_status(&lbd).unwrap();
     assert_no_drops(&status, "3");
     assert_holder(&lab, 1, false, "3 (lbd preempted)");
 
@@ -199,7 +187,7 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     lbd.signal(libc::SIGKILL).unwrap();
     drop(lbd);
     let mut lbd = lab.start_lbd(1, &config).unwrap();
-    wait_lbd_state(&lab, &mut lbd, &config, "master", ka_down).unwrap();
+    vrrp::wait_for_state(&mut lbd, "master", ka_down).unwrap();
     let lbd_resume = t.elapsed();
     assert!(
         lbd.log().contains("resumed with a fresh lease"),
@@ -213,8 +201,8 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
         "3b: keepalived changed state while lbd restarted within master-down"
     );
     assert_keepalived_content(&ka, "3b");
-    let status = vrrp_status(&lab, &config).unwrap();
-    assert_eq!(status["state"], "master", "3b: {status}");
+    let status = vrrp_status(&lbd).unwrap();
+    assert_eq!(status.state, "master", "3b: {status:?}");
     assert_no_drops(&status, "3b");
     assert_holder(&lab, 1, false, "3b (lbd restarted)");
 
@@ -245,20 +233,20 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     setup.set_priority(&lb1, 90).unwrap();
     let config = write_lbd_config(&lab, &setup);
     let mut lbd = lab.start_lbd(1, &config).unwrap();
-    let (_, status) = wait_lbd_state(&lab, &mut lbd, &config, "backup", start_bound).unwrap();
+    let (_, status) = vrrp::wait_for_state(&mut lbd, "backup", start_bound).unwrap();
     std::thread::sleep(setup.master_down(90) + interval);
-    let status_later = vrrp_status(&lab, &config).unwrap();
+    let status_later = vrrp_status(&lbd).unwrap();
     assert_eq!(
-        status_later["state"], "backup",
-        "5: lbd must stay backup below keepalived: {status_later}"
+        status_later.state, "backup",
+        "5: lbd must stay backup below keepalived: {status_later:?}"
     );
     assert_eq!(
-        status_later["transitions"], status["transitions"],
+        status_later.transitions, status.transitions,
         "5: no transition while keepalived is master"
     );
     assert_eq!(
-        status_later["master"],
-        setup.member(&lab.lb_node_name(2)).unwrap().addr.to_string(),
+        status_later.master,
+        Some(setup.member(&lab.lb_node_name(2)).unwrap().addr),
         "5: lbd follows keepalived"
     );
     assert_eq!(ka.state().as_deref(), Some("MASTER"));
@@ -269,14 +257,8 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     let bound = setup.skew(90) + SLACK;
     let t = Instant::now();
     ka.terminate().unwrap();
-    let (_, status) = wait_lbd_state(
-        &lab,
-        &mut lbd,
-        &config,
-        "master",
-        bound + Duration::from_secs(5),
-    )
-    .unwrap();
+    let (_, status) =
+        vrrp::wait_for_state(&mut lbd, "master", bound + Duration::from_secs(5)).unwrap();
     let keepalived_sigterm = t.elapsed();
     ka.wait_exit(Duration::from_secs(5)).unwrap();
     let keepalived_exit = t.elapsed();
@@ -371,11 +353,11 @@ fn keepalived_alone_takes_the_vips_and_gives_them_up() {
     assert_holder(&lab, 2, false, "keepalived alone");
     ka.stop(Duration::from_secs(5)).unwrap();
     assert!(
-        held_vips(&lab, "lb2", &VIPS).unwrap().is_empty(),
+        lab.vips_held("lb2", &VIPS).unwrap().is_empty(),
         "keepalived removes its VIPs on SIGTERM"
     );
-    let answers = arp::who_has(&lab, "cl", CLIENT, VIPS[0], ARP_LISTEN).unwrap();
-    assert!(answers.is_empty(), "nobody holds the VIP: {answers:?}");
+    let answers = lab.arp_who_has("cl", CLIENT, VIPS[0], ARP_LISTEN).unwrap();
+    assert!(answers.is_empty(), "nobody holds the VIP: {answers:x?}");
     assert_keepalived_content(&ka, "alone");
     drop(ka);
     let prefix = lab.prefix().to_string();

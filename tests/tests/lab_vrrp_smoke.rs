@@ -27,6 +27,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use lb_tests::lab::vrrp::{self, InstanceView};
 use lb_tests::lab::{Lab, ServiceConfig, assert_nothing_left, topology};
 
 /// A takeover after a priority-0 advert waits only the backup's skew time
@@ -95,20 +96,17 @@ weight = 2
     .expect("lb2 is backup");
     assert!(vip_held(&lab, "lb1", vip, true), "the master holds the VIP");
     assert!(vip_held(&lab, "lb2", vip, false), "the backup holds no VIP");
-    let s1 = vrrp_status(&lab, 1, &config);
-    assert_eq!(s1["state"], "master", "{s1}");
-    assert_eq!(
-        (s1["priority"].as_u64(), s1["base_priority"].as_u64()),
-        (Some(103), Some(101))
-    );
-    assert_eq!(s1["master"], lb1_addr.to_string());
-    assert!(s1["adverts_sent"].as_u64().unwrap() >= 1, "{s1}");
-    let s2 = vrrp_status(&lab, 2, &config);
-    assert_eq!(s2["state"], "backup", "{s2}");
-    assert_eq!(s2["priority"].as_u64(), Some(102));
-    assert_eq!(s2["master"], lb1_addr.to_string());
-    assert!(s2["adverts_received"].as_u64().unwrap() >= 1, "{s2}");
-    assert_eq!(s2["drops"].as_object().map(|d| d.len()), Some(0), "{s2}");
+    let s1 = vrrp_status(&lab, 1);
+    assert_eq!(s1.state, "master", "{s1:?}");
+    assert_eq!((s1.priority, s1.base_priority), (103, 101));
+    assert_eq!(s1.master, Some(lb1_addr));
+    assert!(s1.adverts_sent >= 1, "{s1:?}");
+    let s2 = vrrp_status(&lab, 2);
+    assert_eq!(s2.state, "backup", "{s2:?}");
+    assert_eq!(s2.priority, 102);
+    assert_eq!(s2.master, Some(lb1_addr));
+    assert!(s2.adverts_received >= 1, "{s2:?}");
+    assert_eq!(s2.drops.len(), 0, "{s2:?}");
     lab.wait_for_service(&mut lb1, target, Duration::from_secs(10))
         .expect("the VIP answers through lb1");
 
@@ -158,7 +156,7 @@ weight = 2
     assert!(vip_held(&lab, "lb2", vip, false));
     lab.wait_for_service(&mut lb1, target, Duration::from_secs(10))
         .expect("the VIP answers through lb1 again");
-    assert_eq!(vrrp_status(&lab, 2, &config)["state"], "backup");
+    assert_eq!(vrrp_status(&lab, 2).state, "backup");
 
     // (d) kill -9 of the master and a restart well within master-down
     // (3.6 s): the new agent finds a fresh lease and the VIP, resumes as
@@ -179,14 +177,14 @@ weight = 2
         "lb2 saw no transition: {lb2_new}"
     );
     assert!(vip_held(&lab, "lb1", vip, true) && vip_held(&lab, "lb2", vip, false));
-    let s1 = vrrp_status(&lab, 1, &config);
-    assert_eq!(s1["state"], "master", "{s1}");
-    let s2 = vrrp_status(&lab, 2, &config);
-    assert_eq!(s2["state"], "backup", "{s2}");
+    let s1 = vrrp_status(&lab, 1);
+    assert_eq!(s1.state, "master", "{s1:?}");
+    let s2 = vrrp_status(&lab, 2);
+    assert_eq!(s2.state, "backup", "{s2:?}");
     assert_eq!(
-        s2["drops"].as_object().map(|d| d.len()),
-        Some(0),
-        "lb2 accepted every advert of the resumed master (no AH replay): {s2}"
+        s2.drops.len(),
+        0,
+        "lb2 accepted every advert of the resumed master (no AH replay): {s2:?}"
     );
     lab.wait_for_service(&mut lb1, target, Duration::from_secs(10))
         .expect("the VIP answers through the resumed lb1");
@@ -200,10 +198,7 @@ weight = 2
     })
     .expect("lb2 refuses the VRRP change");
     std::fs::write(&config, &original).unwrap();
-    assert_eq!(
-        vrrp_status(&lab, 2, &config)["priority"].as_u64(),
-        Some(102)
-    );
+    assert_eq!(vrrp_status(&lab, 2).priority, 102);
 
     // (f) kill -9 of the master, then `lbd stop` (systemd's ExecStopPost):
     // the VIP goes at once, lb2 takes over within master-down.
@@ -277,13 +272,15 @@ fn find_link_pin(dir: &Path) -> std::path::PathBuf {
     panic!("no pinned link under {}", dir.display());
 }
 
-/// Whether `vip`/32 is on `node`'s eth0.
 /// Whether `node` holds (`want`) or lacks the VIP, allowing 2 s for it to
 /// settle: the transition is logged before the address changes.
 fn vip_held(lab: &Lab, node: &str, vip: Ipv4Addr, want: bool) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     loop {
-        let held = holds_vip(lab, node, vip);
+        let held = !lab
+            .vips_held(node, &[vip])
+            .expect("ip addr runs")
+            .is_empty();
         if held == want || std::time::Instant::now() >= deadline {
             return held == want;
         }
@@ -291,26 +288,11 @@ fn vip_held(lab: &Lab, node: &str, vip: Ipv4Addr, want: bool) -> bool {
     }
 }
 
-fn holds_vip(lab: &Lab, node: &str, vip: Ipv4Addr) -> bool {
-    let out = lab
-        .exec_in(node, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
-        .expect("ip addr runs");
-    String::from_utf8_lossy(&out.stdout).contains(&format!(" {vip}/32 "))
-}
-
-/// The one VRRP instance of `lbd status` on LB node `n`.
-fn vrrp_status(lab: &Lab, n: usize, config: &Path) -> serde_json::Value {
-    let out = lab
-        .lbd_command(
-            n,
-            &["status", "--json", "--config", config.to_str().unwrap()],
-        )
-        .expect("lbd status runs");
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("lbd status prints JSON");
-    let vrrp = json["vrrp"].as_array().expect("a vrrp field").clone();
-    assert_eq!(vrrp.len(), 1, "{json}");
-    vrrp[0].clone()
+/// The one VRRP instance in the status of LB node `n`.
+fn vrrp_status(lab: &Lab, n: usize) -> InstanceView {
+    let all = vrrp::vrrp_status(&lab.lb_node_name(n)).expect("lbd answers with its status");
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.into_iter().next().unwrap()
 }
 
 /// The same election over VRRPv3 multicast (no auth, 500 ms adverts): lb1
@@ -360,10 +342,10 @@ vips = ["{vip}"]
     // Let lb2 hear a few adverts.
     std::thread::sleep(Duration::from_secs(2));
     assert!(vip_held(&lab, "lb1", vip, true) && vip_held(&lab, "lb2", vip, false));
-    let s2 = vrrp_status(&lab, 2, &config);
-    assert_eq!(s2["state"], "backup", "{s2}");
-    assert_eq!(s2["master"], topology::lb_front_addr(1).to_string(), "{s2}");
-    assert!(s2["adverts_received"].as_u64().unwrap() >= 3, "{s2}");
+    let s2 = vrrp_status(&lab, 2);
+    assert_eq!(s2.state, "backup", "{s2:?}");
+    assert_eq!(s2.master, Some(topology::lb_front_addr(1)), "{s2:?}");
+    assert!(s2.adverts_received >= 3, "{s2:?}");
     let signalled = Instant::now();
     lb1.stop(Duration::from_secs(10)).expect("lb1 stops");
     lb2.wait_for_log(Duration::from_secs(10), |log| {

@@ -276,3 +276,20 @@ pub fn echo_line(stream: &mut TcpStream, message: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Sends a distinct line (`<tag>-<source>`) on every held connection and
+/// expects it back; panics naming every connection that broke.
+pub fn echo_all(held: &mut [(Ipv4Addr, TcpStream)], tag: &str) {
+    let failures: Vec<String> = held
+        .iter_mut()
+        .filter_map(|(source, stream)| {
+            echo_line(stream, &format!("{tag}-{source}"))
+                .err()
+                .map(|e| format!("{source}: {e:#}"))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{tag}: held connections broke: {failures:?}"
+    );
+}

@@ -1,182 +1,227 @@
-//! Who answers ARP for an address, seen from another lab host: the
-//! network's view of which node holds a VIP. Address lists alone cannot
+//! ARP and raw Ethernet in a lab: each node's MAC, what its ARP cache
+//! holds, and who answers ARP for an address, seen from another lab host:
+//! the network's view of which node holds a VIP. Address lists alone cannot
 //! tell after a `kill -9` (the dead agent's VIPs stay on its interface and
 //! only its XDP lease keeps them quiet), and this is what a client's next
 //! ARP request would get.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Lab, netns};
+use super::setup::Lab;
+use crate::packet::{ETHERTYPE_ARP, Mac};
 
-/// A MAC address as `ip link` prints it (lowercase, colon separated).
-pub type Mac = String;
+impl Lab {
+    /// The MAC address of `node`'s eth0.
+    pub fn mac(&self, node: &str) -> Result<Mac> {
+        let out = self.exec_in(node, &["ip", "-j", "link", "show", "dev", "eth0"])?;
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("ip -j link in {node} printed no JSON"))?;
+        links[0]["address"]
+            .as_str()
+            .and_then(parse_mac)
+            .with_context(|| format!("no MAC for eth0 in {node}: {links}"))
+    }
 
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IP: u16 = 0x0800;
-const ARP_REQUEST: u16 = 1;
-const ARP_REPLY: u16 = 2;
-const FRAME_LEN: usize = 42;
+    /// The link-layer address `node`'s ARP cache holds for `ip`, if any
+    /// (entries in state FAILED or INCOMPLETE have none).
+    pub fn neigh(&self, node: &str, ip: Ipv4Addr) -> Result<Option<Mac>> {
+        let ip = ip.to_string();
+        let out = self.exec_in(
+            node,
+            &["ip", "-j", "-4", "neigh", "show", &ip, "dev", "eth0"],
+        )?;
+        let entries: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("ip -j neigh in {node} printed no JSON"))?;
+        Ok(entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["dst"].as_str() == Some(ip.as_str()))
+            .find_map(|e| e["lladdr"].as_str().and_then(parse_mac)))
+    }
 
-/// `node`'s (short name) eth0 MAC address.
-pub fn eth0_mac(lab: &Lab, node: &str) -> Result<Mac> {
-    let out = netns::run(Command::new("ip").args([
-        "-n",
-        lab.netns(node)?,
-        "-o",
-        "link",
-        "show",
-        "dev",
-        "eth0",
-    ]))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    words
-        .find(|w| *w == "link/ether")
-        .and_then(|_| words.next())
-        .map(str::to_string)
-        .with_context(|| format!("no MAC address for eth0 of {node} in: {text}"))
+    /// Sends one ARP request "who has `target`, tell `sender`" from
+    /// `node`'s eth0 and returns the MACs that answered within `listen`
+    /// (replies addressed to `node`, for `target`, in arrival order).
+    pub fn arp_who_has(
+        &self,
+        node: &str,
+        sender: Ipv4Addr,
+        target: Ipv4Addr,
+        listen: Duration,
+    ) -> Result<Vec<Mac>> {
+        let own = self.mac(node)?;
+        self.run_in(node, move || -> Result<Vec<Mac>> {
+            let socket = PacketSocket::open("eth0", ETHERTYPE_ARP)?;
+            socket.send(&arp_request(own, sender, target))?;
+            let deadline = Instant::now() + listen;
+            let mut answers = Vec::new();
+            while let Some(frame) = socket.recv_until(deadline)? {
+                if let Some(mac) = arp_reply_from(&frame, own, sender, target) {
+                    answers.push(mac);
+                }
+            }
+            Ok(answers)
+        })?
+    }
+
+    /// Sends raw Ethernet frames out of `node`'s eth0.
+    pub fn send_frames(&self, node: &str, frames: &[Vec<u8>]) -> Result<()> {
+        self.run_in(node, || -> Result<()> {
+            // Protocol 0: this socket sends only.
+            let socket = PacketSocket::open("eth0", 0)?;
+            for frame in frames {
+                socket.send(frame)?;
+            }
+            Ok(())
+        })?
+    }
 }
 
-/// Broadcasts an ARP request for `target` from `from`'s (short name) eth0,
-/// sender address `sender`, and returns the MACs that answered within
-/// `listen` (sorted, each once).
-pub fn who_has(
-    lab: &Lab,
-    from: &str,
-    sender: Ipv4Addr,
-    target: Ipv4Addr,
-    listen: Duration,
-) -> Result<Vec<Mac>> {
-    let own = eth0_mac(lab, from)?;
-    let own = parse_mac(&own)?;
-    lab.run_in(from, move || probe(own, sender, target, listen))?
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+pub fn parse_mac(text: &str) -> Option<Mac> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
-fn probe(own: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr, listen: Duration) -> Result<Vec<Mac>> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: plain syscall; the fd is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            i32::from(ETH_P_ARP.to_be()),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("could not open a packet socket");
-    }
-    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: a NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) } as i32;
-    if ifindex == 0 {
-        bail!("this namespace has no eth0");
-    }
-    // SAFETY: sockaddr_ll is plain old data; all zeros is valid.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = ETH_P_ARP.to_be();
-    addr.sll_ifindex = ifindex;
-    addr.sll_halen = 6;
-    addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 20_000,
-    };
-    // SAFETY: valid fd, pointer and length of a live timeval.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            size_of::<libc::timeval>() as u32,
-        )
-    };
-    let frame = request(own, sender, target);
-    // SAFETY: valid fd, buffer and sockaddr_ll of the right length.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&raw const addr).cast(),
-            size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if sent < 0 {
-        return Err(std::io::Error::last_os_error()).context("could not send the ARP request");
-    }
-    let mut macs = Vec::new();
-    let deadline = Instant::now() + listen;
-    let mut buf = [0u8; 1500];
-    while Instant::now() < deadline {
-        // SAFETY: valid fd and buffer.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            continue;
-        }
-        if let Some(mac) = reply_from(&buf[..n as usize], target)
-            && !macs.contains(&mac)
-        {
-            macs.push(mac);
-        }
-    }
-    macs.sort();
-    Ok(macs)
-}
-
-/// An Ethernet broadcast ARP request.
-fn request(own: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> [u8; FRAME_LEN] {
-    let mut f = [0u8; FRAME_LEN];
-    f[..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&own);
-    f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
-    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
-    f[16..18].copy_from_slice(&ETH_P_IP.to_be_bytes());
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&ARP_REQUEST.to_be_bytes());
-    f[22..28].copy_from_slice(&own);
-    f[28..32].copy_from_slice(&sender.octets());
-    // Target hardware address stays zero.
-    f[38..42].copy_from_slice(&target.octets());
-    f
-}
-
-/// The sender MAC of an ARP reply that says who has `target`.
-fn reply_from(frame: &[u8], target: Ipv4Addr) -> Option<Mac> {
-    if frame.len() < FRAME_LEN
-        || frame[12..14] != ETH_P_ARP.to_be_bytes()
-        || frame[20..22] != ARP_REPLY.to_be_bytes()
-        || frame[28..32] != target.octets()
-    {
-        return None;
-    }
-    Some(format_mac(&frame[22..28]))
-}
-
-fn format_mac(b: &[u8]) -> Mac {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
+/// `aa:bb:cc:dd:ee:ff`, for messages.
+pub fn mac_text(mac: &Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
 }
 
-fn parse_mac(text: &str) -> Result<[u8; 6]> {
-    let parts: Vec<u8> = text
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{text:?} is not a MAC address"))?;
-    match <[u8; 6]>::try_from(parts) {
-        Ok(mac) => Ok(mac),
-        Err(_) => bail!("{text:?} is not a MAC address"),
+/// A broadcast ARP request, padded to the Ethernet minimum.
+pub fn arp_request(from: Mac, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&from);
+    f.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&from);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f.resize(60, 0);
+    f
+}
+
+/// The answering MAC when `frame` is an ARP reply to `to`/`asker` about
+/// `target`; gratuitous announcements (broadcast) do not count.
+fn arp_reply_from(frame: &[u8], to: Mac, asker: Ipv4Addr, target: Ipv4Addr) -> Option<Mac> {
+    if frame.len() < 42 || frame[0..6] != to || frame[12..14] != ETHERTYPE_ARP.to_be_bytes() {
+        return None;
+    }
+    let arp = &frame[14..42];
+    let is_reply = arp[0..8] == [0, 1, 0x08, 0x00, 6, 4, 0, 2];
+    let about_target = arp[14..18] == target.octets();
+    let for_asker = arp[24..28] == asker.octets();
+    (is_reply && about_target && for_asker).then(|| arp[8..14].try_into().expect("6 bytes"))
+}
+
+/// An AF_PACKET socket bound to one interface of the calling thread's
+/// namespace.
+struct PacketSocket {
+    fd: OwnedFd,
+}
+
+impl PacketSocket {
+    /// `protocol`: the Ethernet type to receive (0: none, send only).
+    fn open(iface: &str, protocol: u16) -> Result<Self> {
+        let name = std::ffi::CString::new(iface)?;
+        // SAFETY: a NUL-terminated name; the call only reads it.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            bail!("no interface {iface} in this namespace");
+        }
+        // SAFETY: plain socket(2); the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(protocol.to_be()),
+            )
+        };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("could not open a packet socket (needs root)");
+        }
+        // SAFETY: `raw` is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: all-zero is a valid sockaddr_ll; the fields are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = protocol.to_be();
+        addr.sll_ifindex = ifindex as i32;
+        // SAFETY: `addr` is a valid sockaddr_ll of the size given.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("could not bind a packet socket to {iface}"));
+        }
+        Ok(PacketSocket { fd })
+    }
+
+    fn send(&self, frame: &[u8]) -> Result<()> {
+        // SAFETY: the buffer is valid for its length.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n != frame.len() as isize {
+            return Err(std::io::Error::last_os_error()).context("could not send a frame");
+        }
+        Ok(())
+    }
+
+    /// The next frame, or None once `deadline` has passed.
+    fn recv_until(&self, deadline: Instant) -> Result<Option<Vec<u8>>> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("poll on a packet socket failed");
+            }
+            if rc == 0 {
+                continue;
+            }
+            let mut buf = vec![0u8; 2048];
+            // SAFETY: the buffer is valid for its length.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error())
+                    .context("recv on a packet socket failed");
+            }
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
     }
 }
 
@@ -185,22 +230,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reply_to_our_request_is_recognised() {
-        let own = [2, 0, 0, 0, 0, 1];
+    fn arp_replies_are_told_from_requests_and_announcements() {
+        let client = [2, 0, 0, 0, 0, 1];
+        let node = [2, 0, 0, 0, 0, 2];
+        let asker = Ipv4Addr::new(203, 0, 113, 10);
         let vip = Ipv4Addr::new(192, 0, 2, 10);
-        let mut reply = request(own, Ipv4Addr::new(203, 0, 113, 10), vip);
-        // Turn it into the holder's answer.
-        reply[20..22].copy_from_slice(&ARP_REPLY.to_be_bytes());
-        reply[22..28].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
-        reply[28..32].copy_from_slice(&vip.octets());
+        let request = arp_request(client, asker, vip);
+        assert_eq!(request.len(), 60);
+        assert_eq!(arp_reply_from(&request, client, asker, vip), None);
+        // The reply a kernel sends: swap roles, op 2, unicast to the asker.
+        let mut reply = Vec::new();
+        reply.extend_from_slice(&client);
+        reply.extend_from_slice(&node);
+        reply.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        reply.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+        reply.extend_from_slice(&node);
+        reply.extend_from_slice(&vip.octets());
+        reply.extend_from_slice(&client);
+        reply.extend_from_slice(&asker.octets());
+        assert_eq!(arp_reply_from(&reply, client, asker, vip), Some(node));
         assert_eq!(
-            reply_from(&reply, vip).as_deref(),
-            Some("02:00:00:00:00:09")
+            arp_reply_from(&reply, client, asker, Ipv4Addr::new(192, 0, 2, 20)),
+            None
         );
-        assert_eq!(reply_from(&reply, Ipv4Addr::new(192, 0, 2, 11)), None);
-        let req = request(own, Ipv4Addr::new(203, 0, 113, 10), vip);
-        assert_eq!(reply_from(&req, vip), None, "a request is no answer");
-        assert_eq!(parse_mac("02:00:00:00:00:01").unwrap(), own);
-        assert!(parse_mac("02:00").is_err());
+        let mut broadcast = reply.clone();
+        broadcast[0..6].copy_from_slice(&[0xff; 6]);
+        assert_eq!(arp_reply_from(&broadcast, client, asker, vip), None);
+    }
+
+    #[test]
+    fn macs_parse_and_print() {
+        let mac = parse_mac("0a:1b:2c:3d:4e:5f").unwrap();
+        assert_eq!(mac, [0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f]);
+        assert_eq!(mac_text(&mac), "0a:1b:2c:3d:4e:5f");
+        assert_eq!(parse_mac("0a:1b:2c:3d:4e"), None);
+        assert_eq!(parse_mac("0a:1b:2c:3d:4e:5f:00"), None);
     }
 }

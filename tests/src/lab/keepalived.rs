@@ -15,12 +15,12 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Lab, netns, topology};
+use super::{Lab, topology};
 
 /// The interface every lab host uses.
 const LAB_INTERFACE: &str = "eth0";
@@ -547,29 +547,6 @@ impl Drop for Keepalived {
     }
 }
 
-/// Which of `vips` are configured on `node`'s eth0 (short node name).
-pub fn held_vips(lab: &Lab, node: &str, vips: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>> {
-    let out = netns::run(
-        Command::new("ip")
-            .args(["-n", lab.netns(node)?, "-o", "-4", "address", "show", "dev"])
-            .arg(LAB_INTERFACE),
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let present: Vec<Ipv4Addr> = text
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            words.find(|w| *w == "inet")?;
-            words.next()?.split('/').next()?.parse().ok()
-        })
-        .collect();
-    Ok(vips
-        .iter()
-        .copied()
-        .filter(|v| present.contains(v))
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -723,7 +700,7 @@ mod tests {
             setup(3, None, false),
         ] {
             std::fs::write(&f.config, s.keepalived_conf("t1-lb2", &f).unwrap()).unwrap();
-            let out = Command::new("keepalived")
+            let out = std::process::Command::new("keepalived")
                 .arg("--config-test")
                 .arg("--use-file")
                 .arg(&f.config)

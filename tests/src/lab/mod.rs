@@ -51,10 +51,9 @@ mod setup;
 pub mod sources;
 pub mod topology;
 pub mod vrrp;
-pub mod vrrp_status;
 mod xdp_peer;
 
-pub use apps::{LabServer, connect_from, echo_line, fetch_name, read_line};
+pub use apps::{LabServer, connect_from, echo_all, echo_line, fetch_name, read_line};
 pub use lbd::{
     AdminConfig, AdminUserConfig, BackendConfig, CheckConfig, LAB_SNAT_PORTS, Lbd, LbdConfig,
     NodeConfig, RedirectConfig, ServiceConfig, lab_snat_ports,

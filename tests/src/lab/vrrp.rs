@@ -1,8 +1,7 @@
 //! VRRP in a two-node lab: the `[[vrrp]]` table of the lab's config, the
 //! agents' VRRP status (through their control sockets), their state-change
-//! log lines, and what the rest of the segment sees: which node has a VIP on
-//! its interface, which MAC a client's ARP cache holds for it, which nodes
-//! answer an ARP request for it.
+//! log lines, and which node has a VIP on its interface. What the rest of
+//! the segment sees over ARP is in [`super::arp`].
 //!
 //! Everything here observes; nothing decides. The tests compare what they
 //! see with the RFC's timers ([`master_down`], [`skew`]).
@@ -10,16 +9,15 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::Lbd;
 use super::setup::Lab;
 use super::topology;
-use crate::packet::{ETHERTYPE_ARP, Mac};
 
 /// One `[[vrrp]]` instance as lbd reads it. Per-node maps are keyed by lbd
 /// node name (the lab's namespace names).
@@ -137,6 +135,16 @@ impl InstanceView {
     pub fn is_backup(&self) -> bool {
         self.state == "backup"
     }
+
+    /// The drop counter `label` (0 when absent).
+    pub fn dropped(&self, label: &str) -> u64 {
+        self.drops.get(label).copied().unwrap_or(0)
+    }
+
+    /// The sum of all drop counters.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.values().sum()
+    }
 }
 
 /// How long the agent may take to answer a status request.
@@ -181,6 +189,40 @@ pub fn instance(node: &str, name: &str) -> Result<InstanceView> {
         .into_iter()
         .find(|i| i.name == name)
         .with_context(|| format!("agent {node} reports no VRRP instance {name}"))
+}
+
+/// The first (in the labs: the only) VRRP instance of agent `node`.
+pub fn first_instance(node: &str) -> Result<InstanceView> {
+    vrrp_status(node)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("agent {node} reports no VRRP instance"))
+}
+
+/// Polls `lbd`'s first instance until it is in `state` (`master`,
+/// `backup`); returns how long that took and the instance then. Fails
+/// quoting the last status and lbd's log when lbd exits or time runs out.
+pub fn wait_for_state(
+    lbd: &mut Lbd,
+    state: &str,
+    timeout: Duration,
+) -> Result<(Duration, InstanceView)> {
+    let start = Instant::now();
+    loop {
+        let last = match first_instance(lbd.node()) {
+            Ok(i) if i.state == state => return Ok((start.elapsed(), i)),
+            Ok(i) => format!("{i:?}"),
+            Err(e) => format!("{e:#}"),
+        };
+        lbd.check_running()?;
+        if start.elapsed() > timeout {
+            bail!(
+                "lbd not {state} within {timeout:?}; last status: {last}\nlbd log ends with:\n{}",
+                lbd.log_tail(25)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Calls `probe` every `every` until it yields a value; returns it and how
@@ -289,72 +331,6 @@ impl Lab {
             .collect())
     }
 
-    /// The MAC address of `node`'s eth0.
-    pub fn mac(&self, node: &str) -> Result<Mac> {
-        let out = self.exec_in(node, &["ip", "-j", "link", "show", "dev", "eth0"])?;
-        let links: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("ip -j link in {node} printed no JSON"))?;
-        links[0]["address"]
-            .as_str()
-            .and_then(parse_mac)
-            .with_context(|| format!("no MAC for eth0 in {node}: {links}"))
-    }
-
-    /// The link-layer address `node`'s ARP cache holds for `ip`, if any
-    /// (entries in state FAILED or INCOMPLETE have none).
-    pub fn neigh(&self, node: &str, ip: Ipv4Addr) -> Result<Option<Mac>> {
-        let ip = ip.to_string();
-        let out = self.exec_in(
-            node,
-            &["ip", "-j", "-4", "neigh", "show", &ip, "dev", "eth0"],
-        )?;
-        let entries: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("ip -j neigh in {node} printed no JSON"))?;
-        Ok(entries
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["dst"].as_str() == Some(ip.as_str()))
-            .find_map(|e| e["lladdr"].as_str().and_then(parse_mac)))
-    }
-
-    /// Sends one ARP request "who has `target`, tell `sender`" from
-    /// `node`'s eth0 and returns the MACs that answered within `listen`
-    /// (replies addressed to `node`, for `target`, in arrival order).
-    pub fn arp_who_has(
-        &self,
-        node: &str,
-        sender: Ipv4Addr,
-        target: Ipv4Addr,
-        listen: Duration,
-    ) -> Result<Vec<Mac>> {
-        let own = self.mac(node)?;
-        self.run_in(node, move || -> Result<Vec<Mac>> {
-            let socket = PacketSocket::open("eth0", ETHERTYPE_ARP)?;
-            socket.send(&arp_request(own, sender, target))?;
-            let deadline = Instant::now() + listen;
-            let mut answers = Vec::new();
-            while let Some(frame) = socket.recv_until(deadline)? {
-                if let Some(mac) = arp_reply_from(&frame, own, sender, target) {
-                    answers.push(mac);
-                }
-            }
-            Ok(answers)
-        })?
-    }
-
-    /// Sends raw Ethernet frames out of `node`'s eth0.
-    pub fn send_frames(&self, node: &str, frames: &[Vec<u8>]) -> Result<()> {
-        self.run_in(node, || -> Result<()> {
-            // Protocol 0: this socket sends only.
-            let socket = PacketSocket::open("eth0", 0)?;
-            for frame in frames {
-                socket.send(frame)?;
-            }
-            Ok(())
-        })?
-    }
-
     /// Detaches LB node `n`'s XDP program the way an operator (or a crash
     /// of the driver) might: `bpftool link detach` on lbd's pinned link.
     /// Returns the link id.
@@ -375,149 +351,6 @@ impl Lab {
             &["bpftool", "link", "detach", "id", &id.to_string()],
         )?;
         Ok(id as u32)
-    }
-}
-
-/// `aa:bb:cc:dd:ee:ff` as bytes.
-pub fn parse_mac(text: &str) -> Option<Mac> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-/// `aa:bb:cc:dd:ee:ff`, for messages.
-pub fn mac_text(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// A broadcast ARP request, padded to the Ethernet minimum.
-pub fn arp_request(from: Mac, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&from);
-    f.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-    f.extend_from_slice(&from);
-    f.extend_from_slice(&sender.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.octets());
-    f.resize(60, 0);
-    f
-}
-
-/// The answering MAC when `frame` is an ARP reply to `to`/`asker` about
-/// `target`; gratuitous announcements (broadcast) do not count.
-fn arp_reply_from(frame: &[u8], to: Mac, asker: Ipv4Addr, target: Ipv4Addr) -> Option<Mac> {
-    if frame.len() < 42 || frame[0..6] != to || frame[12..14] != ETHERTYPE_ARP.to_be_bytes() {
-        return None;
-    }
-    let arp = &frame[14..42];
-    let is_reply = arp[0..8] == [0, 1, 0x08, 0x00, 6, 4, 0, 2];
-    let about_target = arp[14..18] == target.octets();
-    let for_asker = arp[24..28] == asker.octets();
-    (is_reply && about_target && for_asker).then(|| arp[8..14].try_into().expect("6 bytes"))
-}
-
-/// An AF_PACKET socket bound to one interface of the calling thread's
-/// namespace.
-struct PacketSocket {
-    fd: OwnedFd,
-}
-
-impl PacketSocket {
-    /// `protocol`: the Ethernet type to receive (0: none, send only).
-    fn open(iface: &str, protocol: u16) -> Result<Self> {
-        let name = std::ffi::CString::new(iface)?;
-        // SAFETY: a NUL-terminated name; the call only reads it.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            bail!("no interface {iface} in this namespace");
-        }
-        // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(protocol.to_be()),
-            )
-        };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("could not open a packet socket (needs root)");
-        }
-        // SAFETY: `raw` is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: all-zero is a valid sockaddr_ll; the fields are set below.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = protocol.to_be();
-        addr.sll_ifindex = ifindex as i32;
-        // SAFETY: `addr` is a valid sockaddr_ll of the size given.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("could not bind a packet socket to {iface}"));
-        }
-        Ok(PacketSocket { fd })
-    }
-
-    fn send(&self, frame: &[u8]) -> Result<()> {
-        // SAFETY: the buffer is valid for its length.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        if n != frame.len() as isize {
-            return Err(std::io::Error::last_os_error()).context("could not send a frame");
-        }
-        Ok(())
-    }
-
-    /// The next frame, or None once `deadline` has passed.
-    fn recv_until(&self, deadline: Instant) -> Result<Option<Vec<u8>>> {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-            // SAFETY: one valid pollfd.
-            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e).context("poll on a packet socket failed");
-            }
-            if rc == 0 {
-                continue;
-            }
-            let mut buf = vec![0u8; 2048];
-            // SAFETY: the buffer is valid for its length.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error())
-                    .context("recv on a packet socket failed");
-            }
-            buf.truncate(n as usize);
-            return Ok(Some(buf));
-        }
     }
 }
 
@@ -561,44 +394,6 @@ mod tests {
         assert_eq!(entered(log, "lb_vip", "master"), 1);
         assert_eq!(entered(log, "other", "master"), 1);
         assert_eq!(entered(log, "lb_vip", "fault"), 0);
-    }
-
-    #[test]
-    fn arp_replies_are_told_from_requests_and_announcements() {
-        let client = [2, 0, 0, 0, 0, 1];
-        let node = [2, 0, 0, 0, 0, 2];
-        let asker = Ipv4Addr::new(203, 0, 113, 10);
-        let vip = Ipv4Addr::new(192, 0, 2, 10);
-        let request = arp_request(client, asker, vip);
-        assert_eq!(request.len(), 60);
-        assert_eq!(arp_reply_from(&request, client, asker, vip), None);
-        // The reply a kernel sends: swap roles, op 2, unicast to the asker.
-        let mut reply = Vec::new();
-        reply.extend_from_slice(&client);
-        reply.extend_from_slice(&node);
-        reply.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
-        reply.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 2]);
-        reply.extend_from_slice(&node);
-        reply.extend_from_slice(&vip.octets());
-        reply.extend_from_slice(&client);
-        reply.extend_from_slice(&asker.octets());
-        assert_eq!(arp_reply_from(&reply, client, asker, vip), Some(node));
-        assert_eq!(
-            arp_reply_from(&reply, client, asker, Ipv4Addr::new(192, 0, 2, 20)),
-            None
-        );
-        let mut broadcast = reply.clone();
-        broadcast[0..6].copy_from_slice(&[0xff; 6]);
-        assert_eq!(arp_reply_from(&broadcast, client, asker, vip), None);
-    }
-
-    #[test]
-    fn macs_parse_and_print() {
-        let mac = parse_mac("0a:1b:2c:3d:4e:5f").unwrap();
-        assert_eq!(mac, [0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f]);
-        assert_eq!(mac_text(&mac), "0a:1b:2c:3d:4e:5f");
-        assert_eq!(parse_mac("0a:1b:2c:3d:4e"), None);
-        assert_eq!(parse_mac("0a:1b:2c:3d:4e:5f:00"), None);
     }
 
     #[test]
