@@ -64,6 +64,11 @@ pub struct Instance {
     lease: Option<Arc<LeaseKeeper>>,
     /// Keeps our highest AH sequence number for the next agent.
     seq_store: Option<Arc<SeqStore>>,
+    /// The highest AH sequence number accepted from a peer: replays are
+    /// judged against it, not against our own send counter, or two nodes
+    /// both master at once (clock-floored counters, equal) would refuse
+    /// each other's adverts and never resolve the split.
+    rx_seq: u32,
 }
 
 impl Instance {
@@ -93,6 +98,7 @@ impl Instance {
             garp_task: None,
             lease,
             seq_store,
+            rx_seq: 0,
             spec,
         }
     }
@@ -301,7 +307,7 @@ impl Instance {
 
     async fn received(&mut self, datagram: Datagram) {
         let ctx = RxContext {
-            ah_seq: self.advertiser.seq.value(),
+            ah_seq: self.rx_seq,
             followed_master: self.machine.followed_master(),
         };
         match check_advert(&datagram.bytes, &self.spec.rx, ctx) {
@@ -316,6 +322,9 @@ impl Instance {
             }
             Ok(received) => {
                 if let Some(seq) = received.ah_seq {
+                    self.rx_seq = self.rx_seq.max(seq);
+                    // Our own numbers continue above the peer's, as
+                    // keepalived's shared counter does.
                     self.advertiser.seq.observe(seq);
                 }
                 self.status.update(|s| s.adverts_received += 1);
