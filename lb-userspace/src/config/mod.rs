@@ -29,6 +29,8 @@ mod vrrp;
 #[cfg(test)]
 mod admin_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod vrrp_tests;

@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use super::test_support::{ok, only_error};
 use super::*;
 
 /// Two nodes, one service, one multicast instance; tests edit one snippet.
@@ -39,35 +40,6 @@ fn with(from: &str, to: &str) -> String {
 
 fn plus(extra: &str) -> String {
     format!("{BASE}{extra}")
-}
-
-fn ok(text: &str) -> Config {
-    parse(text, "lbd.toml").unwrap_or_else(|errors| panic!("unexpected errors:\n{errors}"))
-}
-
-/// The only error of `text`, checked for key, the line holding `line_of`
-/// and a part of its message.
-fn only_error(text: &str, key: &str, line_of: &str, message_part: &str) {
-    let errors = match parse(text, "lbd.toml") {
-        Ok(config) => panic!("expected an error, got {config:#?}"),
-        Err(errors) => errors,
-    };
-    assert_eq!(errors.len(), 1, "expected one error, got:\n{errors}");
-    let error = &errors.0[0];
-    let lines: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.contains(line_of))
-        .map(|(i, _)| i + 1)
-        .collect();
-    assert_eq!(lines.len(), 1, "`{line_of}` must be on exactly one line");
-    assert_eq!(error.key, key, "key of {error}");
-    assert_eq!(error.line, lines[0], "line of {error}");
-    assert_eq!(error.file, "lbd.toml");
-    assert!(
-        error.message.contains(message_part),
-        "message of `{error}` lacks `{message_part}`"
-    );
 }
 
 #[test]
