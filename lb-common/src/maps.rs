@@ -160,9 +160,31 @@ pub mod flow_state {
     /// TCP SYN seen, handshake not complete (lives in `half_open`).
     pub const SYN: u8 = 1;
     pub const ESTABLISHED: u8 = 2;
-    /// FIN or RST seen: the short closing timeout applies.
+    /// A FIN was seen in one direction at least, but the connection is not
+    /// closed yet (half-closed): the `tcp_closing` timeout applies.
     pub const CLOSING: u8 = 3;
     pub const UDP: u8 = 4;
+    /// The client-to-backend half-open entry once the backend's SYN-ACK was
+    /// forwarded: `Flow::expect_ack` holds the backend's ISN + 1, which the
+    /// client's ACK must carry to be promoted.
+    pub const SYN_ACKED: u8 = 5;
+    /// FIN seen both ways and both acknowledged, or a RST passed: nothing
+    /// more is owed, so a new connection may take over the SNAT port at once
+    /// and the agent collects the pair after `tcp_closed`.
+    pub const CLOSED: u8 = 6;
+}
+
+/// `Flow::fin`: how far the close of a TCP connection got, seen from the
+/// direction of one entry. Written only on segments with FIN or RST, or on
+/// entries no longer ESTABLISHED, so an open connection pays nothing.
+pub mod fin_flags {
+    /// This direction sent its FIN.
+    pub const SENT: u8 = 1 << 0;
+    /// The other direction sent its FIN; `Flow::expect_ack` is the sequence
+    /// number right after it.
+    pub const PEER_SENT: u8 = 1 << 1;
+    /// This direction acknowledged the other direction's FIN.
+    pub const PEER_ACKED: u8 = 1 << 2;
 }
 
 /// `flows` / `half_open` value: how to rewrite the packets of one direction.
@@ -185,9 +207,21 @@ pub struct Flow {
     pub service_id: u32,
     pub direction: u8,
     pub state: u8,
-    pub _pad: [u8; 2],
+    /// [`fin_flags`] (TCP).
+    pub fin: u8,
+    pub _pad: u8,
+    /// Host byte order. The acknowledgement number this direction's segments
+    /// must reach: the backend's ISN + 1 on a `SYN_ACKED` half-open entry,
+    /// the sequence number after the other direction's FIN with
+    /// `fin_flags::PEER_SENT`.
+    pub expect_ack: u32,
+    /// Host byte order. Added to the sequence numbers of this direction's
+    /// segments (and subtracted from the acknowledgements going back) once
+    /// SYN cookies answer handshakes in place of the backend; 0 until then.
+    pub seq_offset: u32,
     /// bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) of the last packet,
-    /// written at most about once per [`REFRESH_NS`].
+    /// written at most about once per [`REFRESH_NS`], and at every change of
+    /// `state` (a closed pair's age counts from its close).
     pub last_seen_ns: u64,
 }
 
@@ -326,7 +360,7 @@ mod tests {
         assert_eq!(size_of::<ServiceInfo>(), 32);
         assert_eq!(size_of::<BackendInfo>(), 8);
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<Flow>(), 48);
+        assert_eq!(size_of::<Flow>(), 56);
         assert_eq!(size_of::<PersistKey>(), 8);
         assert_eq!(size_of::<Persist>(), 16);
         assert_eq!(size_of::<Settings>(), 16);

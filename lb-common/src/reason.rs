@@ -69,6 +69,13 @@ reasons! {
     /// An ARP request for an address that moves with VRRP while the agent's
     /// lease is expired: the host must not answer for it any more.
     ARP_LEASE_EXPIRED = 22, "arp_lease_expired";
+    /// A client segment on a handshake in progress that does not complete
+    /// it: before the backend's SYN-ACK passed, or whose ACK number is not
+    /// the backend's ISN + 1 (a blind spoof). Dropped, never promoted.
+    DROP_HANDSHAKE_ACK = 23, "drop_handshake_ack";
+    /// A new connection took over the SNAT port of a closed one (FIN both
+    /// ways and acknowledged, or RST) before the agent collected it.
+    SNAT_PORT_TAKEN_OVER = 24, "snat_port_taken_over";
 }
 
 #[cfg(test)]

@@ -7,35 +7,28 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Flow, IPPROTO_TCP, IPPROTO_UDP, REFRESH_NS, csum, direction, flow_state,
-    headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHdr, UdpHdr},
+    Flow, IPPROTO_TCP, IPPROTO_UDP, REFRESH_NS, csum, direction,
+    headers::{TcpHdr, UdpHdr},
     reason,
 };
 
 use crate::{
-    counters, fib,
+    closing, counters, fib,
     flowkey::flow_key,
     maps::FLOWS,
     packet::{Packet, ptr_at},
 };
 
-/// Forwards a packet that hit `flows`. Keeps the small TCP state and, about
-/// once a second, the entry's freshness, next hop and peer entry.
+/// Forwards a packet that hit `flows`. Follows the connection's close and,
+/// about once a second, refreshes the entry's freshness, next hop and peer
+/// entry.
 #[inline(always)]
 pub fn established(ctx: &XdpContext, pkt: &Packet, entry: *mut Flow, now: u64) -> u32 {
     // SAFETY: a live map value; fields are read and written individually, a
     // racing CPU can at worst write the same value.
     let f = unsafe { &mut *entry };
-    if pkt.proto == IPPROTO_TCP {
-        let flags = pkt.tcp_flags;
-        if flags & (TCP_FIN | TCP_RST) != 0 {
-            if f.state != flow_state::CLOSING {
-                f.state = flow_state::CLOSING;
-            }
-        } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN && f.state == flow_state::CLOSING {
-            // The client reuses the 5-tuple for a new connection.
-            f.state = flow_state::ESTABLISHED;
-        }
+    if pkt.proto == IPPROTO_TCP && closing::concerns(pkt.tcp_flags, f) {
+        closing::track(ctx, pkt, f, now);
     }
     if now.wrapping_sub(f.last_seen_ns) > REFRESH_NS {
         f.last_seen_ns = now;
@@ -106,7 +99,10 @@ pub fn reply_entry(pkt: &Packet, backend_id: u32, service_id: u32, state: u8, no
         service_id,
         direction: direction::TO_CLIENT,
         state,
-        _pad: [0; 2],
+        fin: 0,
+        _pad: 0,
+        expect_ack: 0,
+        seq_offset: 0,
         last_seen_ns: now,
     }
 }

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod closing;
 mod counters;
 mod fib;
 mod flowkey;
@@ -177,7 +178,7 @@ fn process(ctx: &XdpContext) -> u32 {
         if port >= s.snat_port_min && port <= s.snat_port_max {
             if pkt.proto == IPPROTO_TCP {
                 if let Some(h) = HALF_OPEN.get_ptr(&key) {
-                    return forward::send_copy(ctx, &pkt, h);
+                    return newflow::handshake_reply(ctx, &pkt, h);
                 }
             }
             // SAFETY: lookups only compare keys.

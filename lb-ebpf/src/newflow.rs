@@ -9,7 +9,7 @@ use lb_common::{
     Flow, FlowKey, IPPROTO_TCP, NO_BACKEND, Persist, PersistKey, ServiceInfo, backend_flags,
     direction, flow_state,
     hash::{flow_hash, snat_port_candidate, source_hash},
-    headers::{TCP_ACK, TCP_RST, TCP_SYN},
+    headers::{TCP_ACK, TCP_RST, TCP_SYN, TcpHdr},
     reason, service_flags,
 };
 
@@ -18,7 +18,7 @@ use crate::{
     flowkey::flow_key,
     forward::{reply_entry, send, send_copy},
     maps::{BACKENDS, FLOWS, HALF_OPEN, MAGLEV, PERSIST, SCRATCH, SETTINGS},
-    packet::Packet,
+    packet::{Packet, ptr_at},
     rst,
 };
 
@@ -30,6 +30,11 @@ const SNAT_TRIES: u32 = 32;
 /// in a random number, so a retransmitted SYN that found no port gets fresh
 /// candidates instead of failing the same way again.
 const SNAT_HASHED_TRIES: u32 = 16;
+/// How long ago a connection of another client must have closed for its
+/// SNAT port to be taken over before any free port is looked for: past the
+/// backend's first FIN retransmission (initial RTO 1 s, 200 ms at least), in
+/// case the final ACK we forwarded was lost.
+const TAKEOVER_AGE_NS: u64 = 1_000_000_000;
 
 /// A TCP/UDP packet to `svc` that missed `flows`.
 #[inline(always)]
@@ -64,14 +69,30 @@ pub fn to_service(
     rst::answer(ctx, pkt, reason::TX_RST_NO_FLOW)
 }
 
-/// The handshake completed: move the pair into `flows`. Inserted before the
-/// half-open entries are removed, so a SNAT port is never free in both.
+/// A client segment on a handshake in progress. It completes the handshake
+/// only if it acknowledges the backend's SYN-ACK (ACK number = the backend's
+/// ISN + 1, recorded when the SYN-ACK passed); then the pair moves into
+/// `flows`, inserted before the half-open entries are removed so a SNAT port
+/// is never free in both. Anything else (an ACK before the SYN-ACK, a wrong
+/// number: what a blind spoofer sends) is dropped, not forwarded: the backend
+/// has nothing to learn from it, and answering would reflect traffic to a
+/// forged source. A real client that lost the SYN-ACK retransmits its SYN.
 #[inline(never)]
 fn promote(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, h: *const Flow, now: u64) -> u32 {
     // SAFETY: a live map value, copied out at once.
     let half = &unsafe { *h };
+    let Some(th) = ptr_at::<TcpHdr>(ctx, pkt.l4_off) else {
+        return counters::drop(reason::DROP_MALFORMED_L4);
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let ack = u32::from_be(unsafe { (*th).ack_seq });
+    if half.state != flow_state::SYN_ACKED || pkt.tcp_flags & TCP_ACK == 0 || ack != half.expect_ack
+    {
+        return counters::drop(reason::DROP_HANDSHAKE_ACK);
+    }
     let mut fwd = *half;
     fwd.state = flow_state::ESTABLISHED;
+    fwd.expect_ack = 0;
     fwd.last_seen_ns = now;
     let rev = reply_entry(
         pkt,
@@ -93,6 +114,38 @@ fn promote(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, h: *const Flow, now: u
     let _ = HALF_OPEN.remove(&rev_key);
     // The packet itself rides on what we just computed, not another lookup.
     send(ctx, pkt, &fwd)
+}
+
+/// A backend's segment to a SNAT port whose connection is still opening
+/// (`h`, the backend-to-client half-open entry). Its SYN-ACK is recorded in
+/// the client's half-open entry, whose ACK must then acknowledge it; every
+/// segment is translated to the client as before.
+#[inline(never)]
+pub fn handshake_reply(ctx: &XdpContext, pkt: &Packet, h: *const Flow) -> u32 {
+    // SAFETY: a live map value (RCU keeps it readable for this run), copied.
+    let f = unsafe { *h };
+    if pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK {
+        if let Some(th) = ptr_at::<TcpHdr>(ctx, pkt.l4_off) {
+            // SAFETY: bounds-checked by ptr_at.
+            let isn = u32::from_be(unsafe { (*th).seq });
+            let client_key = flow_key(
+                f.nat_dst_ip,
+                f.nat_src_ip,
+                f.nat_dst_port,
+                f.nat_src_port,
+                pkt.proto,
+            );
+            if let Some(c) = HALF_OPEN.get_ptr_mut(&client_key) {
+                // SAFETY: a live map value; a retransmitted SYN-ACK on
+                // another CPU writes the same values.
+                unsafe {
+                    (*c).expect_ack = isn.wrapping_add(1);
+                    (*c).state = flow_state::SYN_ACKED;
+                }
+            }
+        }
+    }
+    send(ctx, pkt, &f)
 }
 
 // `flows` and `half_open` differ in size, hence in type: pick by protocol.
@@ -205,7 +258,10 @@ fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u
     } else {
         flow_state::UDP
     };
-    fwd._pad = [0; 2];
+    fwd.fin = 0;
+    fwd._pad = 0;
+    fwd.expect_ack = 0;
+    fwd.seq_offset = 0;
     fwd.last_seen_ns = now;
     let fib_err = fib::next_hop_cached(ctx, backend_id, backend.ip, pkt, fwd);
     if fib_err != 0 {
@@ -243,9 +299,23 @@ fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u
     send(ctx, pkt, fwd)
 }
 
-/// Claims a SNAT port for the new flow `fwd` (backend, SNAT address and ids
-/// filled in) by inserting its reverse entry, whose key is the port's
-/// identity. Returns the port, network order.
+/// Claims a SNAT port for the new flow `fwd` (backend, SNAT address, ids and
+/// time filled in) by inserting its reverse entry, whose key is the port's
+/// identity: a port is only as unique as (backend address and port, SNAT
+/// address, protocol). Returns the port, network order.
+///
+/// The client's own source port comes first when it is inside the range (as
+/// conntrack keeps it), then hashed and random candidates. A port held by a
+/// closed connection (`flow_state::CLOSED`) is taken over rather than
+/// skipped, but not blindly: the backend may still hold the old tuple in
+/// TIME_WAIT (when it closed first) or LAST_ACK (when our final ACK was
+/// lost), and Linux accepts a new SYN into TIME_WAIT only when its timestamp
+/// is newer than the old connection's or its sequence number above it. A
+/// client's timestamps are monotonic toward one VIP (Linux offsets them per
+/// address pair), so a port the same client closed is taken at once, as is
+/// one closed at least [`TAKEOVER_AGE_NS`] ago (the backend's first FIN
+/// retransmission is over). Other closed ports are kept as a fallback, the
+/// one closed longest ago, taken only when no better port turns up.
 #[inline(never)]
 fn claim_snat_port(pkt: &Packet, fwd: &Flow, tuple_hash: u32) -> Option<u16> {
     let tcp = pkt.proto == IPPROTO_TCP;
@@ -261,6 +331,7 @@ fn claim_snat_port(pkt: &Packet, fwd: &Flow, tuple_hash: u32) -> Option<u16> {
         fwd.state,
         fwd.last_seen_ns,
     );
+    let now = fwd.last_seen_ns;
     let mut rev_key = flow_key(
         fwd.nat_dst_ip,
         fwd.nat_src_ip,
@@ -268,26 +339,84 @@ fn claim_snat_port(pkt: &Packet, fwd: &Flow, tuple_hash: u32) -> Option<u16> {
         0,
         pkt.proto,
     );
+    let own = u16::from_be(pkt.sport);
+    let mut fallback: u16 = 0;
+    let mut fallback_closed_ns = u64::MAX;
     let mut seed = tuple_hash;
-    let mut attempt = 0;
-    while attempt < SNAT_TRIES {
-        if attempt == SNAT_HASHED_TRIES {
-            // SAFETY: plain helper call.
-            seed ^= unsafe { bpf_get_prandom_u32() };
-        }
-        rev_key.dst_port = snat_port_candidate(seed, attempt, port_min, port_max).to_be();
+    // Attempt 0 is the client's own port; 1..=SNAT_TRIES the candidates.
+    let mut attempt = if own >= port_min && own <= port_max {
+        0
+    } else {
+        1
+    };
+    while attempt <= SNAT_TRIES {
+        rev_key.dst_port = if attempt == 0 {
+            pkt.sport
+        } else {
+            if attempt == SNAT_HASHED_TRIES + 1 {
+                // SAFETY: plain helper call.
+                seed ^= unsafe { bpf_get_prandom_u32() };
+            }
+            snat_port_candidate(seed, attempt - 1, port_min, port_max).to_be()
+        };
         attempt += 1;
         if insert_new(tcp, &rev_key, rev).is_err() {
             continue;
         }
+        if !tcp {
+            return Some(rev_key.dst_port);
+        }
         // A TCP port is only free if no established flow holds it either;
         // checked after the claim so a concurrent promotion cannot slip by.
-        // SAFETY: lookups only compare keys.
-        if tcp && unsafe { FLOWS.get(&rev_key) }.is_some() {
-            let _ = HALF_OPEN.remove(&rev_key);
-            continue;
+        // SAFETY: the value is read at once; the claim above keeps other
+        // CPUs from taking the same port over meanwhile.
+        let Some(old) = (unsafe { FLOWS.get(&rev_key) }) else {
+            return Some(rev_key.dst_port);
+        };
+        if old.state == flow_state::CLOSED && old.direction == direction::TO_CLIENT {
+            if old.nat_dst_ip == pkt.saddr || now.wrapping_sub(old.last_seen_ns) >= TAKEOVER_AGE_NS
+            {
+                take_over(&rev_key, old);
+                return Some(rev_key.dst_port);
+            }
+            if old.last_seen_ns < fallback_closed_ns {
+                fallback = rev_key.dst_port;
+                fallback_closed_ns = old.last_seen_ns;
+            }
         }
-        return Some(rev_key.dst_port);
+        let _ = HALF_OPEN.remove(&rev_key);
     }
-    None
+    if fallback == 0 {
+        return None;
+    }
+    rev_key.dst_port = fallback;
+    HALF_OPEN.insert(&rev_key, rev, BPF_NOEXIST as u64).ok()?;
+    // SAFETY: as above.
+    match unsafe { FLOWS.get(&rev_key) } {
+        None => Some(fallback),
+        Some(old) if old.state == flow_state::CLOSED => {
+            take_over(&rev_key, old);
+            Some(fallback)
+        }
+        Some(_) => {
+            let _ = HALF_OPEN.remove(&rev_key);
+            None
+        }
+    }
+}
+
+/// Removes the closed connection whose backend-to-client entry `old` sits
+/// under `rev_key`, both directions, so its port serves a new connection.
+#[inline(always)]
+fn take_over(rev_key: &FlowKey, old: &Flow) {
+    let client_key = flow_key(
+        old.nat_dst_ip,
+        old.nat_src_ip,
+        old.nat_dst_port,
+        old.nat_src_port,
+        rev_key.proto,
+    );
+    let _ = FLOWS.remove(rev_key);
+    let _ = FLOWS.remove(&client_key);
+    counters::count(reason::SNAT_PORT_TAKEN_OVER);
 }

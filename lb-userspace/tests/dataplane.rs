@@ -411,6 +411,7 @@ fn gc_deletes_idle_pairs_and_counts_active_flows() {
         syn_ns: 5 * S,
         established_ns: 600 * S,
         closing_ns: 15 * S,
+        closed_ns: 2 * S,
         udp_ns: 30 * S,
         persist_ns: 0,
     };

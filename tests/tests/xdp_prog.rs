@@ -13,7 +13,7 @@ use anyhow::{Result, ensure};
 use lb_common::hash::{flow_hash, snat_port_candidate, source_hash};
 use lb_common::{
     Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Persist, PersistKey, ServiceInfo, backend_flags,
-    direction, flow_state, local_addr_flags, reason, service_flags,
+    direction, fin_flags, flow_state, local_addr_flags, reason, service_flags,
 };
 use lb_tests::packet::*;
 use lb_tests::xdp_harness::*;
@@ -186,7 +186,10 @@ impl Conn {
             service_id: self.service_id,
             direction: direction::TO_BACKEND,
             state,
-            _pad: [0; 2],
+            fin: 0,
+            _pad: 0,
+            expect_ack: 0,
+            seq_offset: 0,
             last_seen_ns: 0,
         }
     }
@@ -204,7 +207,10 @@ impl Conn {
             service_id: self.service_id,
             direction: direction::TO_CLIENT,
             state,
-            _pad: [0; 2],
+            fin: 0,
+            _pad: 0,
+            expect_ack: 0,
+            seq_offset: 0,
             last_seen_ns: 0,
         }
     }
@@ -404,12 +410,58 @@ fn udp_conn(h: &XdpHarness) -> Conn {
     }
 }
 
+/// The client's ISN in [`syn`] and the backend's in [`syn_ack`].
+const CLIENT_ISN: u32 = 0x0a0b_0c0d;
+const BACKEND_ISN: u32 = 0x7000_0000;
+
 fn syn(conn: &Conn) -> FrameSpec {
     let mut f = conn.client_packet(tcp_flags::SYN);
     let t = f.tcp_mut();
-    t.seq = 0x0a0b_0c0d;
+    t.seq = CLIENT_ISN;
     t.options = TcpSpec::syn_options();
     f
+}
+
+/// The backend's answer to [`syn`], with ISN `isn`.
+fn syn_ack(conn: &Conn, isn: u32) -> FrameSpec {
+    let mut f = conn.backend_packet(tcp_flags::SYN | tcp_flags::ACK);
+    let t = f.tcp_mut();
+    t.seq = isn;
+    t.ack = CLIENT_ISN.wrapping_add(1);
+    t.options = TcpSpec::syn_options();
+    f
+}
+
+/// The client's third segment of the handshake, acknowledging `ack`.
+fn handshake_ack(conn: &Conn, ack: u32) -> FrameSpec {
+    let mut f = conn.client_packet(tcp_flags::ACK);
+    f.tcp_mut().seq = CLIENT_ISN.wrapping_add(1);
+    f.tcp_mut().ack = ack;
+    f
+}
+
+/// The half-open pair once the SYN-ACK with `isn` passed: the client's entry
+/// expects the ACK of it.
+fn syn_acked_pair(conn: &Conn, isn: u32) -> Vec<(FlowKey, Flow)> {
+    let mut v = conn.pair(flow_state::SYN);
+    for (k, f) in &mut v {
+        if *k == conn.fwd_key() {
+            f.state = flow_state::SYN_ACKED;
+            f.expect_ack = isn.wrapping_add(1);
+        }
+    }
+    v
+}
+
+/// SYN, SYN-ACK and ACK of `conn`, each checked on its way.
+fn open_connection(h: &XdpHarness, conn: &Conn) -> Result<()> {
+    let s = syn(conn);
+    expect_frame(h, &s, verdict::TX, &conn.toward_backend(&s))?;
+    let sa = syn_ack(conn, BACKEND_ISN);
+    expect_frame(h, &sa, verdict::TX, &conn.toward_client(&sa))?;
+    let a = handshake_ack(conn, BACKEND_ISN.wrapping_add(1));
+    expect_frame(h, &a, verdict::TX, &conn.toward_backend(&a))?;
+    Ok(())
 }
 
 // --------------------------------------------------------------- assertions
@@ -676,15 +728,12 @@ fn syn_ack_from_backend_is_translated_back_via_half_open() -> Result<()> {
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     let s = syn(&conn);
     expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
-    let mut synack = conn.backend_packet(tcp_flags::SYN | tcp_flags::ACK);
-    synack.tcp_mut().seq = 0x7000_0000;
-    synack.tcp_mut().ack = 0x0a0b_0c0e;
-    synack.tcp_mut().options = TcpSpec::syn_options();
+    let synack = syn_ack(&conn, BACKEND_ISN);
     expect_frame(&h, &synack, verdict::TX, &conn.toward_client(&synack))?;
     assert_eq!(
         without_times(h.half_open_all()?),
-        conn.pair(flow_state::SYN),
-        "half_open stays until the ACK"
+        syn_acked_pair(&conn, BACKEND_ISN),
+        "half_open stays until the ACK, which must acknowledge the backend's ISN"
     );
     assert!(h.flows_all()?.is_empty());
     let (l1, l2) = (s.build().len() as u64, synack.build().len() as u64);
@@ -698,9 +747,9 @@ fn handshake_ack_promotes_the_pair_into_flows() -> Result<()> {
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     let s = syn(&conn);
     expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
-    let mut ack = conn.client_packet(tcp_flags::ACK);
-    ack.tcp_mut().seq = 0x0a0b_0c0e;
-    ack.tcp_mut().ack = 0x7000_0001;
+    let sa = syn_ack(&conn, BACKEND_ISN);
+    expect_frame(&h, &sa, verdict::TX, &conn.toward_client(&sa))?;
+    let ack = handshake_ack(&conn, BACKEND_ISN + 1);
     expect_frame(&h, &ack, verdict::TX, &conn.toward_backend(&ack))?;
     assert!(
         h.half_open_all()?.is_empty(),
@@ -713,12 +762,13 @@ fn handshake_ack_promotes_the_pair_into_flows() -> Result<()> {
     let mut data = conn.backend_packet(tcp_flags::ACK | tcp_flags::PSH);
     data.tcp_mut().payload = b"220 hello from the backend\r\n".to_vec();
     expect_frame(&h, &data, verdict::TX, &conn.toward_client(&data))?;
-    let (l1, l2, l3) = (
+    let (l1, l2, l3, l4) = (
         s.build().len() as u64,
         ack.build().len() as u64,
         data.build().len() as u64,
+        sa.build().len() as u64,
     );
-    expect_stats(&h, TCP_SVC_ID, 1, stats((2, l1 + l2), (1, l3), 1))?;
+    expect_stats(&h, TCP_SVC_ID, 1, stats((2, l1 + l2), (2, l3 + l4), 1))?;
     reasons_none(&h)
 }
 
@@ -804,33 +854,43 @@ fn fin_marks_the_entry_closing() -> Result<()> {
     let mut h = lab()?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     insert_pair(&mut h, &conn, flow_state::ESTABLISHED)?;
-    let fin = conn.client_packet(tcp_flags::FIN | tcp_flags::ACK);
+    let mut fin = conn.client_packet(tcp_flags::FIN | tcp_flags::ACK);
+    fin.tcp_mut().seq = 0x1000;
+    fin.tcp_mut().payload = b"bye".to_vec();
     expect_frame(&h, &fin, verdict::TX, &conn.toward_backend(&fin))?;
     let got = h.flows.get(&conn.fwd_key(), 0)?;
-    assert_eq!(
-        got.state,
-        flow_state::CLOSING,
-        "FIN must mark the entry it hit CLOSING"
-    );
     let mut want = conn.fwd_flow(flow_state::CLOSING);
+    want.fin = fin_flags::SENT;
     want.last_seen_ns = got.last_seen_ns;
-    assert_eq!(got, want, "nothing but the state changes");
+    assert_eq!(
+        got, want,
+        "FIN marks its own direction's entry, nothing else"
+    );
+    let got = h.flows.get(&conn.rev_key(), 0)?;
+    let mut want = conn.rev_flow(flow_state::CLOSING);
+    want.fin = fin_flags::PEER_SENT;
+    want.expect_ack = 0x1000 + 3 + 1;
+    want.last_seen_ns = got.last_seen_ns;
+    assert_eq!(
+        got, want,
+        "the other direction learns the sequence number after the FIN"
+    );
     reasons_none(&h)
 }
 
 #[test]
-fn rst_on_an_established_flow_marks_it_closing() -> Result<()> {
+fn rst_on_an_established_flow_closes_the_pair() -> Result<()> {
     let mut h = lab()?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     insert_pair(&mut h, &conn, flow_state::ESTABLISHED)?;
     let rst = conn.backend_packet(tcp_flags::RST | tcp_flags::ACK);
     expect_frame(&h, &rst, verdict::TX, &conn.toward_client(&rst))?;
-    let got = h.flows.get(&conn.rev_key(), 0)?;
-    let mut want = conn.rev_flow(flow_state::CLOSING);
-    want.last_seen_ns = got.last_seen_ns;
+    let flows = h.flows_all()?;
+    assert_fresh(&flows)?;
     assert_eq!(
-        got, want,
-        "RST must mark the entry it hit CLOSING, nothing else"
+        without_times(flows),
+        conn.pair(flow_state::CLOSED),
+        "RST closes both directions, nothing else changes"
     );
     reasons_none(&h)
 }

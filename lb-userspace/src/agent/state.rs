@@ -262,6 +262,7 @@ pub fn gc_policy(config: &Config, ids: &Ids) -> GcPolicy {
                 syn_ns: ns(s.timeouts.tcp_syn),
                 established_ns: ns(s.timeouts.tcp_established),
                 closing_ns: ns(s.timeouts.tcp_closing),
+                closed_ns: ns(s.timeouts.tcp_closed),
                 udp_ns: ns(s.timeouts.udp),
                 persist_ns: s.persistence_timeout.map_or(0, ns),
             };

@@ -174,8 +174,12 @@ pub enum Scheduler {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     pub tcp_established: Duration,
-    /// After a FIN or RST was seen.
+    /// Half-closed: a FIN was seen one way, the other way is still open.
     pub tcp_closing: Duration,
+    /// Closed: FIN both ways and acknowledged, or a RST. The data path may
+    /// hand the SNAT port to a new connection before this; it is how long
+    /// the pair stays to carry late retransmissions.
+    pub tcp_closed: Duration,
     /// A handshake that has not completed.
     pub tcp_syn: Duration,
     pub udp: Duration,
@@ -186,6 +190,7 @@ impl Default for Timeouts {
         Timeouts {
             tcp_established: Duration::from_secs(3600),
             tcp_closing: Duration::from_secs(30),
+            tcp_closed: Duration::from_secs(2),
             tcp_syn: Duration::from_secs(10),
             udp: Duration::from_secs(30),
         }

@@ -132,6 +132,7 @@ fn read_timeouts(service: &mut Section, report: &mut Report) -> Option<Timeouts>
         Some(Timeouts {
             tcp_established: timeout("tcp_established", defaults.tcp_established)?,
             tcp_closing: timeout("tcp_closing", defaults.tcp_closing)?,
+            tcp_closed: timeout("tcp_closed", defaults.tcp_closed)?,
             tcp_syn: timeout("tcp_syn", defaults.tcp_syn)?,
             udp: timeout("udp", defaults.udp)?,
         })

@@ -155,6 +155,7 @@ fn defaults_are_applied() {
         Timeouts {
             tcp_established: Duration::from_secs(3600),
             tcp_closing: Duration::from_secs(30),
+            tcp_closed: Duration::from_secs(2),
             tcp_syn: Duration::from_secs(10),
             udp: Duration::from_secs(30),
         }
@@ -187,7 +188,7 @@ mode = "nat"
 scheduler = "flow"
 snat_address = "203.0.113.6"
 persistence_timeout = "90s"
-timeouts = { tcp_established = "2h", tcp_closing = "5s", tcp_syn = "500ms", udp = "1m" }
+timeouts = { tcp_established = "2h", tcp_closing = "5s", tcp_closed = "1s", tcp_syn = "500ms", udp = "1m" }
 backend = [
   { name = "ns1", address = "198.51.100.53:5353", weight = 0 },
   { name = "ns2", address = "198.51.100.54:53", weight = 256 },
@@ -561,7 +562,13 @@ fn bad_durations_are_rejected() {
 
 #[test]
 fn zero_durations_are_rejected() {
-    for key in ["tcp_established", "tcp_closing", "tcp_syn", "udp"] {
+    for key in [
+        "tcp_established",
+        "tcp_closing",
+        "tcp_closed",
+        "tcp_syn",
+        "udp",
+    ] {
         let text = base_with(
             "port = 443\n",
             &format!("port = 443\n[service.timeouts]\n{key} = \"0s\"\n"),

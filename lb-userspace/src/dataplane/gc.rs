@@ -22,8 +22,11 @@ pub struct FlowTimeouts {
     /// Handshake not complete.
     pub syn_ns: u64,
     pub established_ns: u64,
-    /// FIN or RST seen.
+    /// Half-closed: a FIN seen one way only.
     pub closing_ns: u64,
+    /// Closed by FIN both ways (acknowledged) or RST: only late
+    /// retransmissions are left to carry.
+    pub closed_ns: u64,
     pub udp_ns: u64,
     /// Persistence entries; 0 when the service has no persistence (its
     /// entries, if any, go at once).
@@ -39,6 +42,7 @@ impl Default for FlowTimeouts {
             syn_ns: 10 * S,
             established_ns: 3600 * S,
             closing_ns: 10 * S,
+            closed_ns: 2 * S,
             udp_ns: 30 * S,
             persist_ns: 0,
         }
@@ -84,15 +88,20 @@ pub fn peer_key(key: &FlowKey, entry: &Flow) -> FlowKey {
     }
 }
 
-/// The timeout that applies to a pair: CLOSING if either side saw a FIN or
-/// RST, else UDP, else ESTABLISHED if either side got there, else SYN.
+/// The timeout that applies to a pair: CLOSED if either side says the
+/// connection is over (the data path marks both), else CLOSING if either
+/// side saw a FIN, else UDP, else ESTABLISHED if either side got there, else
+/// SYN (a handshake in progress, SYN-ACK seen or not).
 pub fn pair_timeout(key: &FlowKey, entry: &Flow, peer: Option<&Flow>, t: &FlowTimeouts) -> u64 {
     let any = |s: u8| entry.state == s || peer.is_some_and(|p| p.state == s);
-    if any(flow_state::CLOSING) {
+    if any(flow_state::CLOSED) {
+        t.closed_ns
+    } else if any(flow_state::CLOSING) {
         t.closing_ns
     } else if key.proto == IPPROTO_UDP || any(flow_state::UDP) {
         t.udp_ns
-    } else if any(flow_state::SYN) && !any(flow_state::ESTABLISHED) {
+    } else if (any(flow_state::SYN) || any(flow_state::SYN_ACKED)) && !any(flow_state::ESTABLISHED)
+    {
         t.syn_ns
     } else {
         // ESTABLISHED, or a state this agent does not know: the longest wait.
@@ -289,6 +298,7 @@ mod tests {
             syn_ns: 5 * S,
             established_ns: 100 * S,
             closing_ns: 10 * S,
+            closed_ns: 2 * S,
             udp_ns: 30 * S,
             persist_ns: 60 * S,
         }
@@ -373,6 +383,21 @@ mod tests {
             !expired(&fk, &fwd, None, 11 * S, &t()),
             "alone, the forward entry is established"
         );
+    }
+
+    #[test]
+    fn a_closed_pair_goes_after_the_short_timeout_a_half_closed_one_waits() {
+        let ((fk, mut fwd), (_, mut rev)) = pair(flow_state::CLOSING, 0, 0);
+        assert!(!expired(&fk, &fwd, Some(&rev), 3 * S, &t()), "half-closed");
+        assert!(expired(&fk, &fwd, Some(&rev), 11 * S, &t()));
+        fwd.state = flow_state::CLOSED;
+        rev.state = flow_state::CLOSED;
+        assert!(!expired(&fk, &fwd, Some(&rev), 2 * S, &t()));
+        assert!(expired(&fk, &fwd, Some(&rev), 3 * S, &t()), "closed");
+        // A handshake whose SYN-ACK passed is still a handshake.
+        let ((fk, mut fwd), (_, rev)) = pair(flow_state::SYN, 0, 0);
+        fwd.state = flow_state::SYN_ACKED;
+        assert!(expired(&fk, &fwd, Some(&rev), 6 * S, &t()));
     }
 
     #[test]
