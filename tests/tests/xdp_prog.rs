@@ -2290,3 +2290,352 @@ fn lease_api_renews_and_expires_what_the_program_enforces() -> Result<()> {
     ensure!(err.contains("no-such-node"), "{err}");
     Ok(())
 }
+
+// ------------------------------------------------------ handshake and close
+
+/// Asserts `conn`'s pair is still half-open as `want` and nothing is in
+/// `flows`.
+fn expect_not_promoted(h: &XdpHarness, want: &[(FlowKey, Flow)]) -> Result<()> {
+    ensure!(
+        h.flows_all()?.is_empty(),
+        "nothing may be promoted: flows holds {:?}",
+        h.flows_all()?
+    );
+    ensure!(
+        without_times(h.half_open_all()?) == want,
+        "half_open changed: {:?}",
+        h.half_open_all()?
+    );
+    Ok(())
+}
+
+#[test]
+fn syn_and_ack_spoof_pairs_promote_nothing() -> Result<()> {
+    // A blind spoofer sends a SYN and then the ACK it cannot know the number
+    // of: with no SYN-ACK seen, and with a guess after one.
+    let h = lab()?;
+    let mut half = Vec::new();
+    for (i, ack) in [0u32, 1, 0x2000_0002, BACKEND_ISN + 1]
+        .into_iter()
+        .enumerate()
+    {
+        let client = Ipv4Addr::new(192, 0, 2, 100 + i as u8);
+        let conn = tcp_conn(&h, client, CPORT, tcp_backend(1));
+        let s = syn(&conn);
+        expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
+        half.extend(conn.pair(flow_state::SYN));
+        half.sort_by_key(|(k, _)| (k.src_ip, k.dst_ip, k.src_port, k.dst_port, k.proto));
+        let spoof = handshake_ack(&conn, ack);
+        expect_verdict_only(
+            &h,
+            &spoof.build(),
+            verdict::DROP,
+            reason::DROP_HANDSHAKE_ACK,
+        )?;
+        // ACK with data and FIN+ACK: the same answer.
+        for flags in [
+            tcp_flags::ACK | tcp_flags::PSH,
+            tcp_flags::FIN | tcp_flags::ACK,
+        ] {
+            let mut more = spoof.clone();
+            more.tcp_mut().flags = flags;
+            more.tcp_mut().payload = b"GET / HTTP/1.0\r\n\r\n".to_vec();
+            expect_verdict_only(&h, &more.build(), verdict::DROP, reason::DROP_HANDSHAKE_ACK)?;
+        }
+    }
+    expect_not_promoted(&h, &half)
+}
+
+#[test]
+fn mid_handshake_ack_with_a_wrong_number_is_not_promoted() -> Result<()> {
+    let h = lab()?;
+    let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
+    let s = syn(&conn);
+    expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
+    let sa = syn_ack(&conn, BACKEND_ISN);
+    expect_frame(&h, &sa, verdict::TX, &conn.toward_client(&sa))?;
+    let want = syn_acked_pair(&conn, BACKEND_ISN);
+    for wrong in [
+        BACKEND_ISN,
+        BACKEND_ISN + 2,
+        BACKEND_ISN.wrapping_sub(1_000_000),
+        BACKEND_ISN + 1_000_000,
+        0,
+    ] {
+        expect_verdict_only(
+            &h,
+            &handshake_ack(&conn, wrong).build(),
+            verdict::DROP,
+            reason::DROP_HANDSHAKE_ACK,
+        )
+        .map_err(|e| e.context(format!("ACK {wrong:#x} for ISN {BACKEND_ISN:#x}")))?;
+    }
+    expect_not_promoted(&h, &want)?;
+    // The real ACK still completes it.
+    let a = handshake_ack(&conn, BACKEND_ISN + 1);
+    expect_frame(&h, &a, verdict::TX, &conn.toward_backend(&a))?;
+    assert!(h.half_open_all()?.is_empty());
+    assert_eq!(
+        without_times(h.flows_all()?),
+        conn.pair(flow_state::ESTABLISHED)
+    );
+    Ok(())
+}
+
+#[test]
+fn retransmitted_syn_and_syn_ack_keep_the_handshake() -> Result<()> {
+    let h = lab()?;
+    let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
+    let s = syn(&conn);
+    let first = expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
+    let sa = syn_ack(&conn, BACKEND_ISN);
+    expect_frame(&h, &sa, verdict::TX, &conn.toward_client(&sa))?;
+    // The client did not get the SYN-ACK and retransmits its SYN: same
+    // port, same backend, the recorded ISN kept.
+    let again = expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
+    assert_eq!(first, again);
+    assert_eq!(
+        without_times(h.half_open_all()?),
+        syn_acked_pair(&conn, BACKEND_ISN)
+    );
+    // The backend retransmits its SYN-ACK: translated again, same ISN.
+    expect_frame(&h, &sa, verdict::TX, &conn.toward_client(&sa))?;
+    assert_eq!(
+        without_times(h.half_open_all()?),
+        syn_acked_pair(&conn, BACKEND_ISN)
+    );
+    let a = handshake_ack(&conn, BACKEND_ISN + 1);
+    expect_frame(&h, &a, verdict::TX, &conn.toward_backend(&a))?;
+    assert_eq!(
+        without_times(h.flows_all()?),
+        conn.pair(flow_state::ESTABLISHED)
+    );
+    // A SYN-ACK retransmitted once more after the promotion follows flows.
+    expect_frame(&h, &sa, verdict::TX, &conn.toward_client(&sa))?;
+    assert!(h.half_open_all()?.is_empty());
+    reasons_none(&h)
+}
+
+/// The segments of an orderly close of `conn`: the client's FIN, the
+/// backend's FIN+ACK (acknowledging it), and the client's last ACK.
+fn close_segments(conn: &Conn) -> [(bool, FrameSpec); 3] {
+    let (c_seq, b_seq) = (0x1000u32, 0x9000u32);
+    let mut fin = conn.client_packet(tcp_flags::FIN | tcp_flags::ACK);
+    fin.tcp_mut().seq = c_seq;
+    fin.tcp_mut().ack = b_seq;
+    let mut fin_ack = conn.backend_packet(tcp_flags::FIN | tcp_flags::ACK);
+    fin_ack.tcp_mut().seq = b_seq;
+    fin_ack.tcp_mut().ack = c_seq + 1;
+    let mut last = conn.client_packet(tcp_flags::ACK);
+    last.tcp_mut().seq = c_seq + 1;
+    last.tcp_mut().ack = b_seq + 1;
+    [(true, fin), (false, fin_ack), (true, last)]
+}
+
+fn send_along(h: &XdpHarness, conn: &Conn, from_client: bool, f: &FrameSpec) -> Result<()> {
+    let want = if from_client {
+        conn.toward_backend(f)
+    } else {
+        conn.toward_client(f)
+    };
+    expect_frame(h, f, verdict::TX, &want)?;
+    Ok(())
+}
+
+fn pair_states(h: &XdpHarness, conn: &Conn) -> Result<(u8, u8)> {
+    Ok((
+        h.flows.get(&conn.fwd_key(), 0)?.state,
+        h.flows.get(&conn.rev_key(), 0)?.state,
+    ))
+}
+
+#[test]
+fn fin_both_ways_and_the_last_ack_close_the_pair() -> Result<()> {
+    let h = lab()?;
+    let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
+    open_connection(&h, &conn)?;
+    let [fin, fin_ack, last] = close_segments(&conn);
+    send_along(&h, &conn, fin.0, &fin.1)?;
+    assert_eq!(
+        pair_states(&h, &conn)?,
+        (flow_state::CLOSING, flow_state::CLOSING)
+    );
+    send_along(&h, &conn, fin_ack.0, &fin_ack.1)?;
+    assert_eq!(
+        pair_states(&h, &conn)?,
+        (flow_state::CLOSING, flow_state::CLOSING),
+        "the backend's FIN is not acknowledged yet"
+    );
+    // An ACK short of the FIN does not close it.
+    let mut short = last.1.clone();
+    short.tcp_mut().ack -= 1;
+    send_along(&h, &conn, true, &short)?;
+    assert_eq!(
+        pair_states(&h, &conn)?,
+        (flow_state::CLOSING, flow_state::CLOSING)
+    );
+    send_along(&h, &conn, last.0, &last.1)?;
+    assert_eq!(
+        pair_states(&h, &conn)?,
+        (flow_state::CLOSED, flow_state::CLOSED)
+    );
+    // A late retransmission still passes and changes nothing.
+    send_along(&h, &conn, fin_ack.0, &fin_ack.1)?;
+    assert_eq!(
+        pair_states(&h, &conn)?,
+        (flow_state::CLOSED, flow_state::CLOSED)
+    );
+    reasons_none(&h)
+}
+
+#[test]
+fn half_closed_connection_keeps_its_data_flowing_and_stays_closing() -> Result<()> {
+    let h = lab()?;
+    let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
+    open_connection(&h, &conn)?;
+    let [fin, _, _] = close_segments(&conn);
+    send_along(&h, &conn, fin.0, &fin.1)?;
+    // The backend acknowledges the FIN and keeps sending; the client ACKs.
+    for i in 0..3u32 {
+        let mut data = conn.backend_packet(tcp_flags::ACK | tcp_flags::PSH);
+        data.tcp_mut().seq = 0x9000 + 100 * i;
+        data.tcp_mut().ack = 0x1001;
+        data.tcp_mut().payload = vec![0x42; 100];
+        send_along(&h, &conn, false, &data)?;
+        let mut ack = conn.client_packet(tcp_flags::ACK);
+        ack.tcp_mut().seq = 0x1001;
+        ack.tcp_mut().ack = 0x9000 + 100 * (i + 1);
+        send_along(&h, &conn, true, &ack)?;
+    }
+    assert_eq!(
+        pair_states(&h, &conn)?,
+        (flow_state::CLOSING, flow_state::CLOSING)
+    );
+    reasons_none(&h)
+}
+
+/// A one-port SNAT range whose port is held by `conn`'s pair, closed or not.
+fn one_port_lab(state: u8) -> Result<(XdpHarness, Conn)> {
+    let mut h = lab()?;
+    h.set_settings(SNAT_MIN, SNAT_MIN)?;
+    let mut conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
+    conn.snat_port = SNAT_MIN;
+    open_connection(&h, &conn)?;
+    match state {
+        flow_state::CLOSED => {
+            for (from_client, f) in close_segments(&conn) {
+                send_along(&h, &conn, from_client, &f)?;
+            }
+        }
+        flow_state::CLOSING => {
+            let [fin, _, _] = close_segments(&conn);
+            send_along(&h, &conn, fin.0, &fin.1)?;
+        }
+        _ => {}
+    }
+    assert_eq!(pair_states(&h, &conn)?, (state, state));
+    Ok((h, conn))
+}
+
+#[test]
+fn closed_connections_port_is_taken_over_at_once() -> Result<()> {
+    // By the same client (another source port) and by another client: the
+    // latter only after no free port turned up in the whole search.
+    for client in [CLIENT, ROUTER] {
+        let (h, old) = one_port_lab(flow_state::CLOSED)?;
+        let mut new = tcp_conn(&h, client, CPORT + 1, tcp_backend(1));
+        new.snat_port = SNAT_MIN;
+        let s = syn(&new);
+        expect_frame(&h, &s, verdict::TX, &new.toward_backend(&s))?;
+        ensure!(
+            h.flows_all()?.is_empty(),
+            "client {client}: both entries of the closed connection must go, flows: {:?}",
+            h.flows_all()?
+        );
+        assert_eq!(without_times(h.half_open_all()?), new.pair(flow_state::SYN));
+        let r = h.reasons()?;
+        ensure!(
+            r == only_reason(reason::SNAT_PORT_TAKEN_OVER, 1),
+            "reasons: {}",
+            describe_reasons(&r)
+        );
+        // The old client's late ACK finds no flow any more: answered as a
+        // stray segment, never along the new connection.
+        let [_, _, late] = close_segments(&old);
+        let r = h.run(&late.1.build())?;
+        assert_eq!(r.verdict, verdict::TX);
+        assert_eq!(parse(&r.frame)?.tcp().flags, tcp_flags::RST);
+    }
+    Ok(())
+}
+
+#[test]
+fn reset_connections_port_is_taken_over() -> Result<()> {
+    let (h, conn) = one_port_lab(flow_state::ESTABLISHED)?;
+    let rst = conn.backend_packet(tcp_flags::RST | tcp_flags::ACK);
+    send_along(&h, &conn, false, &rst)?;
+    let mut new = tcp_conn(&h, CLIENT, CPORT + 7, tcp_backend(1));
+    new.snat_port = SNAT_MIN;
+    let s = syn(&new);
+    expect_frame(&h, &s, verdict::TX, &new.toward_backend(&s))?;
+    assert!(h.flows_all()?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn open_and_half_closed_connections_ports_are_never_taken() -> Result<()> {
+    for state in [flow_state::ESTABLISHED, flow_state::CLOSING] {
+        let (h, old) = one_port_lab(state)?;
+        let new = tcp_conn(&h, CLIENT, CPORT + 1, tcp_backend(1));
+        expect_verdict_only(
+            &h,
+            &syn(&new).build(),
+            verdict::DROP,
+            reason::DROP_SNAT_EXHAUSTED,
+        )?;
+        assert_eq!(pair_states(&h, &old)?, (state, state));
+    }
+    Ok(())
+}
+
+#[test]
+fn new_syn_on_a_closed_tuple_reopens_it_on_the_same_port() -> Result<()> {
+    // The client reuses its own 5-tuple (it left TIME_WAIT): the SYN follows
+    // the closed pair, which is open again and no longer up for takeover.
+    let (h, conn) = one_port_lab(flow_state::CLOSED)?;
+    let s = syn(&conn);
+    expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
+    assert_eq!(
+        pair_states(&h, &conn)?,
+        (flow_state::ESTABLISHED, flow_state::ESTABLISHED)
+    );
+    let other = tcp_conn(&h, ROUTER, CPORT, tcp_backend(1));
+    expect_verdict_only(
+        &h,
+        &syn(&other).build(),
+        verdict::DROP,
+        reason::DROP_SNAT_EXHAUSTED,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn a_client_port_inside_the_snat_range_is_kept_when_free() -> Result<()> {
+    let h = lab()?;
+    let mut conn = tcp_conn(&h, CLIENT, SNAT_MIN + 123, tcp_backend(1));
+    conn.snat_port = SNAT_MIN + 123;
+    let s = syn(&conn);
+    expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
+    // Taken already: another client with the same port gets a candidate.
+    let mut other = tcp_conn(&h, ROUTER, SNAT_MIN + 123, tcp_backend(1));
+    ensure!(
+        other.snat_port != SNAT_MIN + 123,
+        "pick another client port"
+    );
+    let s = syn(&other);
+    let out = h.run(&s.build())?;
+    assert_eq!(out.verdict, verdict::TX);
+    other.snat_port = parse(&out.frame)?.tcp().sport;
+    assert_ne!(other.snat_port, SNAT_MIN + 123);
+    reasons_none(&h)
+}
