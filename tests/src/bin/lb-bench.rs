@@ -445,6 +445,46 @@ fn ack_frame(client: Ipv4Addr, port: u16) -> Vec<u8> {
     FrameSpec::tcp(CLIENT_MAC, LB_MAC, client, port, VIP, VPORT, tcp_flags::ACK).build()
 }
 
+/// The ISN every backend answers with: [`ack_frame`] acknowledges it.
+const BACKEND_ISN: u32 = 0x2000_0001;
+
+/// Runs the backends' SYN-ACKs of every handshake in half_open (one per
+/// backend-to-client entry) through the program: a connection is promoted
+/// only once its SYN-ACK passed.
+fn answer_handshakes(h: &XdpHarness) -> Result<usize> {
+    let mut answered = 0;
+    let entries: Vec<(FlowKey, lb_common::Flow)> = h
+        .half_open
+        .iter()
+        .collect::<Result<_, _>>()
+        .context("could not list half_open")?;
+    for (k, f) in entries {
+        if f.direction != lb_common::direction::TO_CLIENT {
+            continue;
+        }
+        let ip = |v: u32| Ipv4Addr::from(v.to_ne_bytes());
+        let mut sa = FrameSpec::tcp(
+            NEIGHBOURS[0].1,
+            LB_MAC,
+            ip(k.src_ip),
+            u16::from_be(k.src_port),
+            ip(k.dst_ip),
+            u16::from_be(k.dst_port),
+            tcp_flags::SYN | tcp_flags::ACK,
+        );
+        sa.tcp_mut().seq = BACKEND_ISN;
+        sa.tcp_mut().options = TcpSpec::syn_options();
+        let r = h.run(&sa.build())?;
+        ensure!(
+            r.verdict == verdict::TX,
+            "a backend's SYN-ACK got {}",
+            verdict::name(r.verdict)
+        );
+        answered += 1;
+    }
+    Ok(answered)
+}
+
 fn backend_id(addr_index: u32, port_index: u32) -> u32 {
     1 + addr_index * PORTS_PER_ADDR + port_index
 }
@@ -571,6 +611,11 @@ impl Lab {
         let prog = self.h.program()?;
         let want = Expected::to_backend(n as u64, total_len(&syns, n), n as u64);
         self.checked_run("the SYNs of the many flows", prog, &syns, n, &want)?;
+        let answered = answer_handshakes(&self.h)?;
+        ensure!(
+            answered == n,
+            "{answered} SYN-ACKs answered {n} SYNs of the many flows"
+        );
         let want = Expected::to_backend(n as u64, total_len(&acks, n), 0);
         self.checked_run(
             "the handshake ACKs of the many flows",
@@ -783,6 +828,10 @@ fn establish(h: &XdpHarness) -> Result<(Vec<u8>, Vec<u8>)> {
         r.verdict == verdict::TX,
         "the SYN of the established connection got {}",
         verdict::name(r.verdict)
+    );
+    ensure!(
+        answer_handshakes(h)? == 1,
+        "the established connection's SYN-ACK was not answered"
     );
     let r = h.run(&ack_frame(EST_CLIENT, EST_PORT))?;
     ensure!(
