@@ -69,6 +69,36 @@ reasons! {
     /// An ARP request for an address that moves with VRRP while the agent's
     /// lease is expired: the host must not answer for it any more.
     ARP_LEASE_EXPIRED = 22, "arp_lease_expired";
+    /// To a unicast MAC that is not the interface's: another host's frame
+    /// (seen in promiscuous mode, or a macvlan/bridge port's). Never
+    /// forwarded or answered; the host hands it to its owner or drops it.
+    PASS_MAC_OTHER_HOST = 23, "pass_mac_other_host";
+    /// To a broadcast or multicast MAC, not for a VIP or SNAT address (VRRP
+    /// adverts, mDNS, DHCP...): the host's business, never forwarded.
+    PASS_MAC_GROUP = 24, "pass_mac_group";
+    /// To a broadcast or multicast MAC but for a VIP or SNAT address: a host's
+    /// TCP drops these, and we never forward one.
+    DROP_MAC_GROUP = 25, "drop_mac_group";
+    /// On an interface the agent has not described in `ifaces` (no MAC to
+    /// check against): handed to the host untouched.
+    PASS_UNKNOWN_IFACE = 26, "pass_unknown_iface";
+    /// From a broadcast, multicast or all-zero source MAC: no real sender.
+    DROP_BAD_SOURCE_MAC = 27, "drop_bad_source_mac";
+    /// IPv4 header checksum wrong.
+    DROP_IP_CHECKSUM = 28, "drop_ip_checksum";
+    /// Would leave with TTL 0: arrived with TTL 0 or 1 (router semantics).
+    DROP_TTL_EXPIRED = 29, "drop_ttl_expired";
+    /// From a source no host may use: 0/8, 127/8, 224/4, 240/4, or an
+    /// address of this node (VIP, SNAT, interface, subnet broadcast).
+    DROP_MARTIAN_SOURCE = 30, "drop_martian_source";
+    /// A TCP flag combination a host's TCP discards (SYN with FIN or RST;
+    /// none of SYN, ACK, RST).
+    DROP_TCP_FLAGS = 31, "drop_tcp_flags";
+    /// A segment we would answer with a RST whose TCP checksum is wrong (a
+    /// host's TCP drops it unanswered), or too long to verify.
+    DROP_TCP_CHECKSUM = 32, "drop_tcp_checksum";
+    /// An ICMP error we would translate whose ICMP checksum is wrong.
+    DROP_ICMP_CHECKSUM = 33, "drop_icmp_checksum";
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{
-    BackendInfo, Flow, FlowKey, Persist, PersistKey, ServiceInfo, ServiceKey, Settings,
+    BackendInfo, Flow, FlowKey, Iface, Persist, PersistKey, ServiceInfo, ServiceKey, Settings,
     TrafficStats, map_names, reason,
 };
 use std::net::Ipv4Addr;
@@ -299,6 +299,8 @@ pub struct XdpHarness {
     pub reasons: PerCpuArray<MapData, u64>,
     /// The program's per-CPU next-hop cache (not pinned by lbd).
     pub hop_cache: PerCpuArray<MapData, lb_common::HopCache>,
+    /// The interfaces' MACs, written at load as lbd writes them.
+    pub ifaces: Array<MapData, Iface>,
     ebpf: Ebpf,
     pub eth0: u32,
     pub eth1: u32,
@@ -372,7 +374,7 @@ impl XdpHarness {
             lb_userspace::dataplane::load::load_program(prog)
                 .context("the kernel refused to load program lb (verifier or BPF unavailable)")?;
         }
-        Ok(XdpHarness {
+        let mut h = XdpHarness {
             services: take(&mut ebpf, map_names::SERVICES)?,
             backends: take(&mut ebpf, map_names::BACKENDS)?,
             maglev: take(&mut ebpf, map_names::MAGLEV)?,
@@ -385,11 +387,18 @@ impl XdpHarness {
             backend_stats: take(&mut ebpf, map_names::BACKEND_STATS)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
             hop_cache: take(&mut ebpf, map_names::HOP_CACHE)?,
+            ifaces: take(&mut ebpf, map_names::IFACES)?,
             ebpf,
             eth0,
             eth1,
             ns,
-        })
+        };
+        // As lbd does before it attaches: each interface's MAC, through the
+        // same row writer.
+        for (ifindex, mac) in [(eth0, LB_MAC), (eth1, LB_MAC1)] {
+            lb_userspace::dataplane::ifaces::write(&mut h.ifaces, ifindex, mac)?;
+        }
+        Ok(h)
     }
 
     /// The loaded program, for callers that drive BPF_PROG_TEST_RUN
