@@ -976,6 +976,7 @@ fn icmp_frag_needed_from_backend_side_is_translated_to_the_client() -> Result<()
     let (input, q) = icmp_error(conn.backend.mac, conn.backend.ip, SNAT, &sent, 28);
     let inner = rewrite_quote(&q, CLIENT, VIP, CPORT, VPORT)?;
     let mut want = with_icmp_body(&input, inner);
+    want.ip_mut().ttl -= 1; // relayed: router semantics
     want.src_mac = LB_MAC;
     want.dst_mac = CLIENT_MAC;
     want.ip_mut().src = VIP;
@@ -1005,6 +1006,7 @@ fn icmp_frag_needed_from_client_side_is_translated_to_the_backend() -> Result<()
     input.src_mac = CLIENT_MAC;
     let inner = rewrite_quote(&q, conn.backend.ip, SNAT, BPORT, conn.snat_port)?;
     let mut want = with_icmp_body(&input, inner);
+    want.ip_mut().ttl -= 1; // relayed: router semantics
     want.src_mac = LB_MAC;
     want.dst_mac = conn.backend.mac;
     want.ip_mut().src = SNAT;
@@ -1813,6 +1815,7 @@ fn icmp_time_exceeded_quoting_a_udp_flow_is_translated() -> Result<()> {
     let input = FrameSpec::icmp(NEIGHBOURS[1].1, LB_MAC, router, VIP, icmp);
     let inner = rewrite_quote(&q, CLIENT, VIP, conn.cport, UDP_VPORT)?;
     let mut want = with_icmp_body(&input, inner);
+    want.ip_mut().ttl -= 1; // relayed: router semantics
     want.src_mac = LB_MAC;
     want.dst_mac = CLIENT_MAC;
     want.ip_mut().src = VIP;
