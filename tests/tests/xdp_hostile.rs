@@ -99,7 +99,6 @@ fn corpus() -> Vec<Row> {
     let mut bad_tcp_csum_ack = flags(tcp_flags::ACK);
     let n = bad_tcp_csum_ack.len();
     bad_tcp_csum_ack[n - 1] ^= 0x01; // the urgent pointer: no other check sees it
-    let _ = internet_checksum;
     vec![
         // L2
         row(
@@ -279,6 +278,18 @@ fn corpus() -> Vec<Row> {
             flags(tcp_flags::RST),
             DROP,
             DROP_RST_NO_FLOW,
+        ),
+        row(
+            "ACK with a bad TCP checksum",
+            bad_tcp_csum_ack,
+            DROP,
+            DROP_TCP_CHECKSUM,
+        ),
+        row(
+            "ACK without a flow",
+            flags(tcp_flags::ACK),
+            verdict::TX,
+            TX_RST_NO_FLOW,
         ),
         // L4
         row(
