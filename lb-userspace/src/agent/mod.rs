@@ -16,7 +16,7 @@ pub mod state;
 pub mod state_file;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -30,7 +30,8 @@ use tokio::sync::mpsc::{self, UnboundedReceiver};
 use crate::{
     config::{self, Config, Node, XdpMode},
     dataplane::{
-        AttachMode, Dataplane, DataplaneOptions, GcPolicy, host, load, neigh::ManagedNeighbours,
+        AttachMode, Dataplane, DataplaneOptions, GcPolicy, host, load,
+        neigh::{ManagedNeighbours, Reach},
         pins,
     },
     health::{self, Checker, HealthEvent, Scheduler},
@@ -52,8 +53,10 @@ use state_file::SavedState;
 /// How often idle flows are collected. Timeouts are seconds to hours, so a
 /// few seconds of lateness is harmless.
 const GC_INTERVAL: Duration = Duration::from_secs(5);
-/// How often backend next hops are re-resolved (routes can change).
-const NEIGHBOUR_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the backends' paths are looked at again (routes come and go,
+/// next hops stop answering ARP): a backend without one is held DOWN until
+/// the sync after its path returns.
+const PATH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// `lbd run`.
 pub fn run(config_path: &Path, node: Option<&str>) -> Result<()> {
@@ -320,8 +323,9 @@ impl Agent {
             .retained_for(&config);
         save_state(&state_path, &admin, &ids)?;
 
+        // A backend without a path starts DOWN; the others serve.
         let mut neighbours = ManagedNeighbours::new()?;
-        neighbours.sync(&backend_addresses(&config)).await?;
+        let reach = neighbours.sync(&backend_addresses(&config)).await?;
         let vips = VipAddresses::new(&iface, load::if_index(&iface)?)?;
         // With VRRP the VIPs move with the instances: the VRRP thread adds
         // them on becoming master, never the agent.
@@ -341,7 +345,15 @@ impl Agent {
         let (events, health_events) = mpsc::unbounded_channel();
         let checker = Checker::new().context("setting up the TLS client of the health checks")?;
         let mut checks = Scheduler::new(checker, events);
-        checks.sync(state::checks(&config, &admin));
+        let mut health = HealthView::all_up();
+        let changes = health.set_unreachable(state::unreachable_backends(&config, &reach));
+        for (key, reason) in &changes.lost {
+            tracing::warn!("{key} DOWN: {reason}");
+        }
+        checks.sync_with(state::checks(&config, &admin), |key| {
+            !health.is_up(&key.service, &key.backend)
+        });
+        hold_checked_down(&checks, &mut health);
         let (control_tx, control_requests) = mpsc::unbounded_channel();
         let http =
             crate::admin::start(config.admin.as_ref(), &config.redirects, control_tx.clone())?;
@@ -358,7 +370,7 @@ impl Agent {
             gc_policy,
             checks,
             health_events,
-            health: HealthView::all_up(),
+            health,
             admin,
             state_path,
             control_requests,
@@ -411,8 +423,9 @@ impl Agent {
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         let mut gc = tokio::time::interval(GC_INTERVAL);
-        let mut neigh = tokio::time::interval(NEIGHBOUR_INTERVAL);
-        neigh.tick().await;
+        let mut paths = tokio::time::interval(PATH_INTERVAL);
+        paths.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        paths.tick().await;
         let mut watchdog = notify::Watchdog::from_env();
         loop {
             tokio::select! {
@@ -426,7 +439,15 @@ impl Agent {
                     notify::ready(&self.status_line());
                 }
                 _ = watchdog.ping() => {}
-                Some(event) = self.health_events.recv() => self.health_changed(event),
+                Some(event) = self.health_events.recv() => {
+                    // Checks passing to a backend held for its path suggest
+                    // the path is back: look now, not at the next tick.
+                    let look = event.up && self.health.unreachable(&event.key()).is_some();
+                    self.health_changed(event);
+                    if look {
+                        self.refresh_paths().await;
+                    }
+                }
                 report = next_report(&mut self.vrrp_reports) => match report {
                     Some(report) => self.vrrp_changed(report),
                     None => {
@@ -440,11 +461,7 @@ impl Agent {
                     let _ = pending.reply.send(answer);
                 }
                 _ = gc.tick() => self.collect_garbage(),
-                _ = neigh.tick() => {
-                    if let Err(e) = self.neighbours.sync(&backend_addresses(&self.config)).await {
-                        tracing::warn!("refreshing backend neighbours: {e:#}");
-                    }
-                }
+                _ = paths.tick() => self.refresh_paths().await,
             }
         }
         if let Some(vrrp) = self.vrrp.take() {
@@ -500,6 +517,54 @@ impl Agent {
                 report.instance,
                 if active { "active" } else { "inactive" }
             ),
+        }
+    }
+
+    /// Looks at every backend's path again; see [`Agent::paths_changed`].
+    async fn refresh_paths(&mut self) {
+        match self.neighbours.sync(&backend_addresses(&self.config)).await {
+            Ok(reach) => self.paths_changed(&reach),
+            Err(e) => tracing::warn!("looking at the backends' paths: {e:#}"),
+        }
+    }
+
+    /// Backends that lost their path go DOWN at once (logged once, with the
+    /// reason) and a checked one restarts its checks fully DOWN; when the
+    /// path returns an unchecked backend is UP again, a checked one after
+    /// `rise` successful checks (HAProxy's rule, through the scheduler).
+    fn paths_changed(&mut self, reach: &BTreeMap<Ipv4Addr, Reach>) {
+        let changes = self
+            .health
+            .set_unreachable(state::unreachable_backends(&self.config, reach));
+        if changes.lost.is_empty() && changes.back.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        for (key, _) in &changes.lost {
+            if self.checks.hold_down(key) {
+                self.health.record(key.clone(), false);
+            }
+            self.observed.changed(key.clone(), now);
+        }
+        for key in &changes.back {
+            self.observed.changed(key.clone(), now);
+        }
+        self.push_services_up();
+        // The maps first: once the line is logged, the data path agrees.
+        if let Err(e) = self.program() {
+            tracing::error!("the maps could not follow the backends' paths: {e:#}");
+        }
+        for (key, reason) in &changes.lost {
+            tracing::warn!("{key} DOWN: {reason}");
+        }
+        for key in &changes.back {
+            match self.checks.status(key) {
+                Some(status) if !status.up => tracing::info!(
+                    "{key}: its path is back; UP after {} successful checks",
+                    status.check.rise
+                ),
+                _ => tracing::info!("{key} UP: its path is back"),
+            }
         }
     }
 
@@ -605,7 +670,7 @@ impl Agent {
         }
         let mut ids = self.ids.clone();
         ids.sync(&new, monotonic_s())?;
-        self.neighbours.sync(&backend_addresses(&new)).await?;
+        let reach = self.neighbours.sync(&backend_addresses(&new)).await?;
         let old_vips = state::vips(&self.config);
         let new_vips = state::vips(&new);
         if !vrrp_mode {
@@ -616,15 +681,22 @@ impl Agent {
         // config only once the maps have taken it.
         let admin = self.admin.retained_for(&new);
         let new_checks = state::checks(&new, &admin);
-        let health = self
+        let mut health = self
             .health
             .carried_over(new_checks.iter().map(|(key, _, _)| key));
+        let reach_changes = health.set_unreachable(state::unreachable_backends(&new, &reach));
         let active = state::active_vips(&new, &self.masters);
         let desired = state::desired_state(&new, new_node, &ids, &health, &admin, &active);
         self.dataplane
             .apply(&desired)
             .context("programming the BPF maps")?;
-        self.checks.sync(new_checks);
+        self.checks
+            .sync_with(new_checks, |key| !health.is_up(&key.service, &key.backend));
+        for (key, reason) in &reach_changes.lost {
+            tracing::warn!("{key} DOWN: {reason}");
+            self.checks.hold_down(key);
+        }
+        hold_checked_down(&self.checks, &mut health);
         self.health = health;
         let gone: std::collections::BTreeSet<Ipv4Addr> =
             old_vips.difference(&new_vips).copied().collect();
@@ -841,6 +913,17 @@ async fn next_report(
     match reports {
         Some(reports) => reports.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Records DOWN in `health` every checked backend whose check runs DOWN,
+/// so the view and the scheduler agree (a backend started DOWN comes UP
+/// only through a check's UP event).
+fn hold_checked_down(checks: &Scheduler, health: &mut HealthView) {
+    for key in checks.keys() {
+        if checks.is_up(&key) == Some(false) {
+            health.record(key, false);
+        }
     }
 }
 
