@@ -309,7 +309,7 @@ impl Agent {
         // Ids and admin states from the last agent, if any: the pinned
         // maps hold those ids, and the operator's states outlive restarts.
         let state_path = state_file::path_for(&node_name);
-        let saved = state_file::load(&state_path)?;
+        let saved = state_file::load_or_set_aside(&state_path, SystemTime::now())?;
         let now = monotonic_s();
         let mut ids = match &saved {
             Some(saved) => Ids::restore(&limits, saved, now, state::id_quarantine(&config)),
@@ -321,7 +321,14 @@ impl Agent {
             .map(SavedState::admin_view)
             .unwrap_or_default()
             .retained_for(&config);
-        save_state(&state_path, &admin, &ids)?;
+        // A state directory that cannot be written costs persistence, not
+        // service: the next change tries again.
+        if let Err(e) = save_state(&state_path, &admin, &ids) {
+            tracing::warn!(
+                "serving, but the state is not saved (admin states and ids may be lost at \
+                 restart; lbd tries again at the next change): {e:#}"
+            );
+        }
 
         // A backend without a path starts DOWN; the others serve.
         let mut neighbours = ManagedNeighbours::new()?;
@@ -751,8 +758,9 @@ impl Agent {
     }
 
     /// Sets a backend's admin state: maps first, then the state file, then
-    /// the checks. On any error nothing changed (the maps are put back when
-    /// the state file cannot be written).
+    /// the checks. When the maps refuse, nothing changed; when only the
+    /// state file cannot be written, the change is in effect and the answer
+    /// says it is not saved.
     fn set_state(&mut self, service: &str, backend: &str, word: &str) -> Result<String> {
         let state: AdminState = word.parse().map_err(|e: String| anyhow!(e))?;
         let key = control::find_backend(&self.config, service, backend).map_err(|e| anyhow!(e))?;
@@ -775,20 +783,10 @@ impl Agent {
         self.dataplane
             .apply(&desired)
             .context("the maps could not be updated; nothing changed")?;
-        if let Err(e) = save_state(&self.state_path, &admin, &self.ids) {
-            let before = state::desired_state(
-                &self.config,
-                &node,
-                &self.ids,
-                &self.health,
-                &self.admin,
-                &active,
-            );
-            if let Err(undo) = self.dataplane.apply(&before) {
-                tracing::error!("{key}: putting the maps back failed: {undo:#}");
-            }
-            return Err(e.context("the state file could not be written; nothing changed"));
-        }
+        // The change serves even when it cannot be saved (a full or
+        // read-only /var/lib/lbd must not stop an operator draining a
+        // backend); the caller is told it will not survive a restart.
+        let unsaved = save_state(&self.state_path, &admin, &self.ids).err();
         self.admin = admin;
         self.health = health;
         if state.is_checked() {
@@ -799,7 +797,16 @@ impl Agent {
         self.push_services_up();
         self.observed.changed(key.clone(), SystemTime::now());
         tracing::info!("{key}: admin state {old} -> {state}");
-        Ok(format!("{key}: {old} -> {state}"))
+        match unsaved {
+            None => Ok(format!("{key}: {old} -> {state}")),
+            Some(e) => {
+                tracing::warn!("{key}: admin state {state} is not saved: {e:#}");
+                Ok(format!(
+                    "{key}: {old} -> {state}, in effect but NOT SAVED (it is lost if lbd \
+                     restarts): {e:#}"
+                ))
+            }
+        }
     }
 
     /// The status with the data path's counters, flows and checks.
