@@ -9,6 +9,7 @@
 pub mod admin_view;
 pub mod control;
 pub mod control_client;
+pub mod health_file;
 pub mod health_view;
 pub mod notify;
 pub mod observed;
@@ -265,6 +266,8 @@ struct Agent {
     health_events: UnboundedReceiver<HealthEvent>,
     /// The checked backends held DOWN; what `program` builds the rings from.
     health: HealthView,
+    /// Where `health`'s DOWN backends are kept for the next agent.
+    health_path: PathBuf,
     /// The operator's admin states (drain, maint), also in `state_path`.
     admin: AdminView,
     state_path: PathBuf,
@@ -333,12 +336,38 @@ impl Agent {
         // A backend without a path starts DOWN; the others serve.
         let mut neighbours = ManagedNeighbours::new()?;
         let reach = neighbours.sync(&backend_addresses(&config)).await?;
+        // Backends the checks held DOWN before a restart stay DOWN until
+        // their checks pass; the others start UP (HAProxy's rule).
+        let health_path = health_file::path_for(&node_name);
+        let checked: BTreeSet<health::BackendKey> = state::checks(&config, &admin)
+            .into_iter()
+            .map(|(key, _, _)| key)
+            .collect();
+        let restored: Vec<(health::BackendKey, u64)> = health_file::load(&health_path)
+            .map(|saved| saved.down())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(key, _)| checked.contains(key))
+            .collect();
+        let mut health = HealthView::with_down(restored.iter().map(|(key, _)| key.clone()));
+        for (key, _) in &restored {
+            tracing::info!(
+                "{key} stays DOWN as before the restart (from {}) until its checks pass",
+                health_path.display()
+            );
+        }
+        let changes = health.set_unreachable(state::unreachable_backends(&config, &reach));
+        for (key, reason) in &changes.lost {
+            tracing::warn!("{key} DOWN: {reason}");
+        }
         let vips = VipAddresses::new(&iface, load::if_index(&iface)?)?;
         // With VRRP the VIPs move with the instances: the VRRP thread adds
         // them on becoming master, never the agent.
         let (vrrp, vrrp_reports, masters) = if vrrp_mode {
-            let (handle, reports) =
-                start_vrrp(&config, &node_name, &iface, &dataplane, &vips, &admin).await?;
+            let (handle, reports) = start_vrrp(
+                &config, &node_name, &iface, &dataplane, &vips, &admin, &health,
+            )
+            .await?;
             let masters = handle.resumed().clone();
             (Some(handle), Some(reports), masters)
         } else {
@@ -352,11 +381,6 @@ impl Agent {
         let (events, health_events) = mpsc::unbounded_channel();
         let checker = Checker::new().context("setting up the TLS client of the health checks")?;
         let mut checks = Scheduler::new(checker, events);
-        let mut health = HealthView::all_up();
-        let changes = health.set_unreachable(state::unreachable_backends(&config, &reach));
-        for (key, reason) in &changes.lost {
-            tracing::warn!("{key} DOWN: {reason}");
-        }
         checks.sync_with(state::checks(&config, &admin), |key| {
             !health.is_up(&key.service, &key.backend)
         });
@@ -365,7 +389,12 @@ impl Agent {
         let http =
             crate::admin::start(config.admin.as_ref(), &config.redirects, control_tx.clone())?;
         let control = ControlSocket::bind(control::socket_path(&node_name), control_tx)?;
-        let observed = Observed::new(config_version(&config_path));
+        let mut observed = Observed::new(config_version(&config_path));
+        for (key, at) in restored {
+            if at > 0 {
+                observed.changed(key, std::time::UNIX_EPOCH + Duration::from_millis(at));
+            }
+        }
         let mut agent = Agent {
             config_path,
             config,
@@ -378,6 +407,7 @@ impl Agent {
             checks,
             health_events,
             health,
+            health_path,
             admin,
             state_path,
             control_requests,
@@ -527,6 +557,22 @@ impl Agent {
         }
     }
 
+    /// Keeps the checked backends held DOWN for the next agent. A file that
+    /// cannot be written costs only that: a restart relearns health.
+    fn save_health(&self) {
+        let down = self.health.down().map(|key| {
+            let at = self
+                .observed
+                .changed_at
+                .get(key)
+                .map_or(0, |at| observed::unix_ms(*at));
+            (key, at)
+        });
+        if let Err(e) = health_file::save(&self.health_path, &health_file::SavedHealth::new(down)) {
+            tracing::warn!("health not kept for a restart: {e:#}");
+        }
+    }
+
     /// Looks at every backend's path again; see [`Agent::paths_changed`].
     async fn refresh_paths(&mut self) {
         match self.neighbours.sync(&backend_addresses(&self.config)).await {
@@ -556,6 +602,7 @@ impl Agent {
         for key in &changes.back {
             self.observed.changed(key.clone(), now);
         }
+        self.save_health();
         self.push_services_up();
         // The maps first: once the line is logged, the data path agrees.
         if let Err(e) = self.program() {
@@ -601,6 +648,7 @@ impl Agent {
         }
         self.push_services_up();
         self.observed.changed(key.clone(), event.at);
+        self.save_health();
         let started = Instant::now();
         match self.program() {
             Ok(()) => tracing::debug!(
@@ -719,6 +767,7 @@ impl Agent {
             tracing::warn!("[admin] or [[redirect]] added: they start when lbd restarts");
         }
         self.config = new;
+        self.save_health();
         self.push_services_up();
         self.observed.config_version = config_version(&self.config_path);
         if let Err(e) = save_state(&self.state_path, &self.admin, &self.ids) {
@@ -789,6 +838,7 @@ impl Agent {
         let unsaved = save_state(&self.state_path, &admin, &self.ids).err();
         self.admin = admin;
         self.health = health;
+        self.save_health();
         if state.is_checked() {
             self.checks.sync(state::checks(&self.config, &self.admin));
         } else {
@@ -886,7 +936,7 @@ fn save_state(path: &Path, admin: &AdminView, ids: &Ids) -> Result<()> {
 }
 
 /// Starts the VRRP thread for this node's instances; service-up starts
-/// from the agent's start state (every backend UP).
+/// from the agent's start state (restored health, paths).
 async fn start_vrrp(
     config: &Config,
     node_name: &str,
@@ -894,10 +944,11 @@ async fn start_vrrp(
     dataplane: &Dataplane,
     vips: &VipAddresses,
     admin: &AdminView,
+    health: &HealthView,
 ) -> Result<(VrrpHandle, UnboundedReceiver<TransitionReport>)> {
     let address = vips.primary_address().await?;
     let instances = vrrp::config::for_node(config, node_name, address)?;
-    let conditions = state::services_up(config, &HealthView::all_up(), admin)
+    let conditions = state::services_up(config, health, admin)
         .into_iter()
         .map(|(service, up)| (Condition::ServiceUp(service), up))
         .collect();
