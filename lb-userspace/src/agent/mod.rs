@@ -292,6 +292,16 @@ impl Agent {
         let node = config.nodes[&node_name].clone();
         let vrrp_mode = !config.vrrp.is_empty();
         let iface = node.interface.clone();
+        // Checked first, so that nothing (sysctls, nftables) is half set up
+        // for a name the config got wrong.
+        if load::if_index(&iface).is_err() {
+            bail!(
+                "interface {iface} (`interface` of [node.{node_name}] in {}) does not exist in \
+                 this network namespace: lbd attaches its XDP program there; fix the config or \
+                 create the interface first (`ip link show` lists them)",
+                config_path.display()
+            );
+        }
         let snat = host::PortRange::new(node.snat_ports.min, node.snat_ports.max)?;
         host::prepare(&node_name, &iface, snat)?;
 
