@@ -499,6 +499,7 @@ fn remove_agent_files(node: &str, problems: &mut Vec<String>) {
         format!("/run/lbd/{node}.sock"),
         format!("/run/lbd/{node}.lock"),
         format!("/run/lbd/{node}.ahseq"),
+        format!("/run/lbd/{node}.health"),
         format!("/var/lib/lbd/{node}.state"),
     ] {
         if let Err(e) = ignore_missing(std::fs::remove_file(&file)) {
