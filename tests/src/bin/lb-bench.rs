@@ -4,7 +4,7 @@
 //! Why one BPF_PROG_TEST_RUN call per packet: with `repeat = N` the kernel
 //! runs the program N times on the same buffer, and from the second run on
 //! `lb` sees its own rewritten output, which is not ours and passes: a repeat
-//! loop times the wrong path (TOOLCHAIN.md). So every packet is one call with
+//! loop times the wrong path (docs/architecture.md, "Measuring the XDP program"). So every packet is one call with
 //! `repeat = 1`, timed by the kernel (`duration`), and the fixed cost of a
 //! call is taken out by timing an empty program the same way. Every timed
 //! call's verdict is checked, and the service counters and reason counters

@@ -17,7 +17,7 @@ use super::topology::{self, Plan, Role, Shape};
 use super::xdp_peer::SwitchPrograms;
 use super::{binaries, names, netns};
 
-/// Where lbd pins its maps and link, per node (see DESIGN.md).
+/// Where lbd pins its maps and link, per node (docs/architecture.md, "Pins and the layout version").
 pub const BPFFS_LB_DIR: &str = "/sys/fs/bpf/lb";
 
 /// Offloads that must be off on every lab veth: locally generated packets
