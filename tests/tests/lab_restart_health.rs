@@ -65,6 +65,18 @@ fn lab_restart_health() {
     let down_line = format!("web/{VICTIM} DOWN");
     lbd.wait_for_log(Duration::from_secs(10), |log| log.contains(&down_line))
         .expect("be2 goes DOWN");
+    // The health task logs the change before the agent has taken it in and
+    // written the health file: kill only once the file holds be2, or the
+    // test would race the agent rather than test the restart.
+    let health_file = lb_userspace::agent::health_file::path_for(&lab.lb_node_name(1));
+    let saved = (0..200).any(|_| {
+        let holds = std::fs::read_to_string(&health_file).is_ok_and(|text| text.contains(VICTIM));
+        if !holds {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        holds
+    });
+    assert!(saved, "{} never held {VICTIM}", health_file.display());
 
     // (b) kill -9 and restart.
     lbd.signal(libc::SIGKILL).expect("lbd killed");
