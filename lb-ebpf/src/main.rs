@@ -1,5 +1,5 @@
 //! The lb XDP program: full-NAT layer-4 load balancing with a consistent hash
-//! of the client's address. See DESIGN.md "Data path" for the rules it keeps;
+//! of the client's address. See docs/architecture.md, "The path of a packet";
 //! the outline of one packet's life is in `process`.
 #![no_std]
 #![no_main]

@@ -108,6 +108,33 @@ pub fn ip_in(ns: &str, args: &[&str]) -> Result<()> {
     ip(&all)
 }
 
+/// Harness namespaces are `lbt-xdp-<pid>-<n>`.
+const NETNS_PREFIX: &str = "lbt-xdp-";
+
+/// Deletes the namespaces of harnesses whose process is gone: a test or
+/// bench killed before its teardown leaves its namespace behind, and the
+/// next run clears it rather than piling them up.
+fn remove_stale_namespaces() {
+    let Ok(names) = crate::lab::netns::list() else {
+        return;
+    };
+    for name in names {
+        let Some(pid) = name
+            .strip_prefix(NETNS_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!(
+                "removing namespace {name}, left behind by process {pid}, which is gone (killed before its teardown)"
+            );
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
+}
+
 /// A network namespace deleted (with its veths) when dropped, also on panic.
 pub struct Netns {
     pub name: String,
@@ -337,8 +364,9 @@ impl XdpHarness {
             euid == 0,
             "the XDP test suite needs root (euid 0, it creates network namespaces and loads BPF); running as euid {euid}"
         );
+        remove_stale_namespaces();
         let name = format!(
-            "lbt-xdp-{}-{}",
+            "{NETNS_PREFIX}{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );

@@ -1,5 +1,5 @@
 //! Correctness of the XDP program `lb`, case by case, against the behaviour
-//! spec (notes/xdp-spec.md), through BPF_PROG_TEST_RUN on crafted frames.
+//! spec (docs/architecture.md, "The path of a packet"), through BPF_PROG_TEST_RUN on crafted frames.
 //!
 //! Needs root: run with
 //! `cargo test -p lb-tests --test xdp_prog -- --test-threads=1` (each case has
