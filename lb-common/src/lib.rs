@@ -12,6 +12,7 @@ pub mod csum;
 pub mod hash;
 pub mod headers;
 pub mod maps;
+pub mod policy;
 pub mod reason;
 
 pub use maps::*;

@@ -22,6 +22,9 @@ pub mod map_names {
     /// Per-CPU next-hop cache of the new-flow path; program-private, never
     /// pinned (a new program starts with an empty one), sized like `backends`.
     pub const HOP_CACHE: &str = "hop_cache";
+    /// The interfaces the program runs on ([`crate::Iface`]); program-private,
+    /// never pinned: the agent writes it before every attach or swap.
+    pub const IFACES: &str = "ifaces";
     pub const ALL: [&str; 11] = [
         SERVICES,
         BACKENDS,
@@ -272,6 +275,28 @@ pub mod local_addr_flags {
     /// the program drops traffic to it and ARP requests for it, so a node
     /// whose agent died stops answering for it (the peer has taken over).
     pub const VRRP: u32 = 1 << 2;
+    /// An address of the node's interface: never a client's source.
+    pub const NODE: u32 = 1 << 3;
+    /// The broadcast address of a subnet the interface is connected to:
+    /// never a source either.
+    pub const BROADCAST: u32 = 1 << 4;
+}
+
+/// Rows of `ifaces`: an array indexed by `ifindex % IFACE_SLOTS` (an array
+/// lookup costs the per-packet path a few instructions, a hash lookup tens
+/// of nanoseconds). A row counts only if its `ifindex` is the frame's.
+pub const IFACE_SLOTS: u32 = 64;
+
+/// `ifaces` value: what the program must know of an interface it runs on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Iface {
+    /// 0: an empty row.
+    pub ifindex: u32,
+    /// The interface's own MAC: the only unicast destination the program
+    /// forwards or answers frames to, and the source of what it sends.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// `Settings::flags`
@@ -347,6 +372,7 @@ mod pod {
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for HopCache {}
+    unsafe impl aya::Pod for Iface {}
 }
 
 #[cfg(test)]

@@ -69,13 +69,43 @@ reasons! {
     /// An ARP request for an address that moves with VRRP while the agent's
     /// lease is expired: the host must not answer for it any more.
     ARP_LEASE_EXPIRED = 22, "arp_lease_expired";
+    /// To a unicast MAC that is not the interface's: another host's frame
+    /// (seen in promiscuous mode, or a macvlan/bridge port's). Never
+    /// forwarded or answered; the host hands it to its owner or drops it.
+    PASS_MAC_OTHER_HOST = 23, "pass_mac_other_host";
+    /// To a broadcast or multicast MAC, not for a VIP or SNAT address (VRRP
+    /// adverts, mDNS, DHCP...): the host's business, never forwarded.
+    PASS_MAC_GROUP = 24, "pass_mac_group";
+    /// To a broadcast or multicast MAC but for a VIP or SNAT address: a host's
+    /// TCP drops these, and we never forward one.
+    DROP_MAC_GROUP = 25, "drop_mac_group";
+    /// On an interface the agent has not described in `ifaces` (no MAC to
+    /// check against): handed to the host untouched.
+    PASS_UNKNOWN_IFACE = 26, "pass_unknown_iface";
+    /// From a broadcast, multicast or all-zero source MAC: no real sender.
+    DROP_BAD_SOURCE_MAC = 27, "drop_bad_source_mac";
+    /// IPv4 header checksum wrong.
+    DROP_IP_CHECKSUM = 28, "drop_ip_checksum";
+    /// Would leave with TTL 0: arrived with TTL 0 or 1 (router semantics).
+    DROP_TTL_EXPIRED = 29, "drop_ttl_expired";
+    /// From a source no host may use: 0/8, 127/8, 224/4, 240/4, or an
+    /// address of this node (VIP, SNAT, interface, subnet broadcast).
+    DROP_MARTIAN_SOURCE = 30, "drop_martian_source";
+    /// A TCP flag combination a host's TCP discards (SYN with FIN or RST;
+    /// none of SYN, ACK, RST).
+    DROP_TCP_FLAGS = 31, "drop_tcp_flags";
+    /// A segment we would answer with a RST whose TCP checksum is wrong (a
+    /// host's TCP drops it unanswered), or too long to verify.
+    DROP_TCP_CHECKSUM = 32, "drop_tcp_checksum";
+    /// An ICMP error we would translate whose ICMP checksum is wrong.
+    DROP_ICMP_CHECKSUM = 33, "drop_icmp_checksum";
     /// A client segment on a handshake in progress that does not complete
     /// it: before the backend's SYN-ACK passed, or whose ACK number is not
     /// the backend's ISN + 1 (a blind spoof). Dropped, never promoted.
-    DROP_HANDSHAKE_ACK = 23, "drop_handshake_ack";
+    DROP_HANDSHAKE_ACK = 34, "drop_handshake_ack";
     /// A new connection took over the SNAT port of a closed one (FIN both
     /// ways and acknowledged, or RST) before the agent collected it.
-    SNAT_PORT_TAKEN_OVER = 24, "snat_port_taken_over";
+    SNAT_PORT_TAKEN_OVER = 35, "snat_port_taken_over";
 }
 
 #[cfg(test)]

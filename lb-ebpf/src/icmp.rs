@@ -6,7 +6,7 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{
     Flow, IPPROTO_TCP, IPPROTO_UDP, csum,
     headers::{ICMP_HLEN, IPV4_MIN_HLEN, IcmpHdr, Ipv4Hdr},
-    local_addr_flags, reason,
+    reason,
 };
 
 use crate::{
@@ -15,15 +15,20 @@ use crate::{
     forward::transmit,
     maps::{FLOWS, HALF_OPEN, LOCAL_ADDRS},
     packet::{Packet, ptr_at},
+    parse::{SERVED, martian_source},
 };
 
 #[inline(never)]
 pub fn handle(ctx: &XdpContext, pkt: &Packet) -> u32 {
     let l4_off = pkt.l4_off;
+    // Only errors addressed to a VIP or SNAT address are ours to translate;
+    // everything else (an address that only moves with VRRP included) is
+    // the host's, untouched.
     // SAFETY: lookups only compare keys.
-    // An address that only moves with VRRP (no service) is the host's.
-    let ours = unsafe { LOCAL_ADDRS.get(&pkt.daddr) }
-        .is_some_and(|f| *f & (local_addr_flags::VIP | local_addr_flags::SNAT) != 0);
+    let ours = unsafe { LOCAL_ADDRS.get(&pkt.daddr) }.is_some_and(|f| *f & SERVED != 0);
+    if !ours {
+        return counters::pass(reason::PASS_NOT_OURS);
+    }
     let Some(icmp) = ptr_at::<IcmpHdr>(ctx, l4_off) else {
         return counters::drop(reason::DROP_MALFORMED_L4);
     };
@@ -31,7 +36,15 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> u32 {
     if !unsafe { (*icmp).is_error() } {
         return counters::pass(reason::PASS_NOT_OURS);
     }
+    if martian_source(pkt.saddr) {
+        return counters::drop(reason::DROP_MARTIAN_SOURCE);
+    }
     let inner_off = l4_off + ICMP_HLEN;
+    // The quoted header and ports must lie inside the outer packet, not in
+    // Ethernet padding after it.
+    if inner_off + IPV4_MIN_HLEN + 8 > pkt.l3_off + pkt.tot_len as usize {
+        return truncated(ours);
+    }
     let (Some(inner), Some(ports)) = (
         ptr_at::<Ipv4Hdr>(ctx, inner_off),
         ptr_at::<[u16; 4]>(ctx, inner_off + IPV4_MIN_HLEN),
@@ -93,8 +106,15 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> u32 {
         ic.check = csum::apply(ic.check, icmp_diff);
 
         let ip = &mut *pkt.ip;
+        // Relayed like any packet of the flow: router semantics.
+        if ip.ttl <= 1 {
+            return counters::drop(reason::DROP_TTL_EXPIRED);
+        }
+        let ttl_word = u16::from_ne_bytes([ip.ttl, ip.proto]);
+        ip.ttl -= 1;
+        let diff = csum::diff16(0, ttl_word, u16::from_ne_bytes([ip.ttl, ip.proto]));
         let diff = csum::diff32(
-            csum::diff32(0, ip.saddr, flow.nat_src_ip),
+            csum::diff32(diff, ip.saddr, flow.nat_src_ip),
             ip.daddr,
             flow.nat_dst_ip,
         );

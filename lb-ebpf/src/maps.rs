@@ -61,6 +61,12 @@ pub static REASONS: PerCpuArray<u64, { reason::COUNT as usize }> = PerCpuArray::
 pub static HOP_CACHE: PerCpuArray<lb_common::HopCache, { size::BACKENDS as usize }> =
     PerCpuArray::new();
 
+/// The interfaces the program runs on, at `ifindex % IFACE_SLOTS`: the MAC
+/// the acceptance policy checks frames against. Never pinned: the agent
+/// writes it before it attaches (or swaps in) the program.
+#[btf_map(name = "ifaces")]
+pub static IFACES: Array<lb_common::Iface, { lb_common::IFACE_SLOTS as usize }> = Array::new();
+
 /// Per-CPU working memory for the new-flow path: the verifier allows 512
 /// bytes of stack across a call chain, and a FIB request plus two flow
 /// entries do not fit beside the parsed packet. Never pinned.

@@ -111,7 +111,7 @@ fn backend_row(backend: &BackendStatus, now: SystemTime) -> Vec<String> {
     let since_text = backend
         .since_ms
         .map_or_else(|| "start".to_string(), |ms| span(since(now, ms)));
-    let check = backend.last_check.as_ref().map_or_else(
+    let last_check = backend.last_check.as_ref().map_or_else(
         || "-".to_string(),
         |c| {
             format!(
@@ -123,6 +123,11 @@ fn backend_row(backend: &BackendStatus, now: SystemTime) -> Vec<String> {
             )
         },
     );
+    // No path outranks any check result: it is why the backend is DOWN.
+    let check = match &backend.unreachable {
+        Some(reason) => format!("UNREACHABLE {reason}"),
+        None => last_check,
+    };
     let t = &backend.traffic;
     vec![
         backend.name.clone(),

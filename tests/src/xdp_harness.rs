@@ -18,7 +18,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{
-    BackendInfo, Flow, FlowKey, Persist, PersistKey, ServiceInfo, ServiceKey, Settings,
+    BackendInfo, Flow, FlowKey, Iface, Persist, PersistKey, ServiceInfo, ServiceKey, Settings,
     TrafficStats, map_names, reason,
 };
 use std::net::Ipv4Addr;
@@ -106,6 +106,33 @@ pub fn ip_in(ns: &str, args: &[&str]) -> Result<()> {
     let mut all = vec!["-n", ns];
     all.extend_from_slice(args);
     ip(&all)
+}
+
+/// Harness namespaces are `lbt-xdp-<pid>-<n>`.
+const NETNS_PREFIX: &str = "lbt-xdp-";
+
+/// Deletes the namespaces of harnesses whose process is gone: a test or
+/// bench killed before its teardown leaves its namespace behind, and the
+/// next run clears it rather than piling them up.
+fn remove_stale_namespaces() {
+    let Ok(names) = crate::lab::netns::list() else {
+        return;
+    };
+    for name in names {
+        let Some(pid) = name
+            .strip_prefix(NETNS_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!(
+                "removing namespace {name}, left behind by process {pid}, which is gone (killed before its teardown)"
+            );
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
 }
 
 /// A network namespace deleted (with its veths) when dropped, also on panic.
@@ -299,6 +326,8 @@ pub struct XdpHarness {
     pub reasons: PerCpuArray<MapData, u64>,
     /// The program's per-CPU next-hop cache (not pinned by lbd).
     pub hop_cache: PerCpuArray<MapData, lb_common::HopCache>,
+    /// The interfaces' MACs, written at load as lbd writes them.
+    pub ifaces: Array<MapData, Iface>,
     ebpf: Ebpf,
     pub eth0: u32,
     pub eth1: u32,
@@ -335,8 +364,9 @@ impl XdpHarness {
             euid == 0,
             "the XDP test suite needs root (euid 0, it creates network namespaces and loads BPF); running as euid {euid}"
         );
+        remove_stale_namespaces();
         let name = format!(
-            "lbt-xdp-{}-{}",
+            "{NETNS_PREFIX}{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
@@ -372,7 +402,7 @@ impl XdpHarness {
             lb_userspace::dataplane::load::load_program(prog)
                 .context("the kernel refused to load program lb (verifier or BPF unavailable)")?;
         }
-        Ok(XdpHarness {
+        let mut h = XdpHarness {
             services: take(&mut ebpf, map_names::SERVICES)?,
             backends: take(&mut ebpf, map_names::BACKENDS)?,
             maglev: take(&mut ebpf, map_names::MAGLEV)?,
@@ -385,11 +415,18 @@ impl XdpHarness {
             backend_stats: take(&mut ebpf, map_names::BACKEND_STATS)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
             hop_cache: take(&mut ebpf, map_names::HOP_CACHE)?,
+            ifaces: take(&mut ebpf, map_names::IFACES)?,
             ebpf,
             eth0,
             eth1,
             ns,
-        })
+        };
+        // As lbd does before it attaches: each interface's MAC, through the
+        // same row writer.
+        for (ifindex, mac) in [(eth0, LB_MAC), (eth1, LB_MAC1)] {
+            lb_userspace::dataplane::ifaces::write(&mut h.ifaces, ifindex, mac)?;
+        }
+        Ok(h)
     }
 
     /// The loaded program, for callers that drive BPF_PROG_TEST_RUN

@@ -57,7 +57,7 @@ fn lab_datapath() {
     println!("lbd answered on {vip} {ready:.2?} after start");
     assert!(
         pin_dir.exists(),
-        "lbd pins nothing under {} (DESIGN.md: /sys/fs/bpf/lb/<node>/)",
+        "lbd pins nothing under {} (docs/architecture.md: /sys/fs/bpf/lb/<node>/v<layout>/)",
         pin_dir.display()
     );
 

@@ -1,5 +1,5 @@
-//! Agent death and restart without a gap (DESIGN.md "Agent death and
-//! restart"), in a single-node namespace lab: lbd on lb1 balancing a VIP
+//! Agent death and restart without a gap (docs/architecture.md, "Pins and the layout
+//! version"), in a single-node namespace lab: lbd on lb1 balancing a VIP
 //! over three backends while a client makes new connections from 200
 //! source addresses for 4 s. One second in, lbd is killed with SIGKILL;
 //! a second later a new lbd starts on the same config.

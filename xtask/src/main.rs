@@ -2,7 +2,9 @@
 //! runs, tests, demonstrates and benchmarks lb. It depends on nothing that
 //! needs the eBPF toolchain, because installing that toolchain is its job.
 
+mod artifacts;
 mod exec;
+mod fresh;
 mod install;
 mod probe;
 mod setup;

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The bpf-linker release that matches the nightly's LLVM 22 (0.11 wants a
-/// system LLVM 23; see TOOLCHAIN.md).
+/// system LLVM 23; see docs/architecture.md, "Toolchain pins").
 pub const BPF_LINKER_VERSION: &str = "0.10.3";
 
 /// Oldest kernel lb supports: XDP links and BTF maps.

@@ -1,7 +1,9 @@
 //! The tasks behind `cargo xtask`: each runs setup with its own needs, then
 //! the cargo commands that do the work.
 
+use crate::artifacts::{self, Binary, Profile};
 use crate::exec::{self, note, run, step};
+use crate::fresh;
 use crate::install;
 use crate::setup::{self, LAB_PACKAGES, Needs, TEST_PACKAGES};
 use anyhow::{Context, Result, bail};
@@ -27,22 +29,7 @@ pub fn build(release: bool) -> Result<()> {
         bpf: false,
         packages: &[],
     })?;
-    build_agent(release)
-}
-
-/// Builds `lbd`; lb-userspace's build.rs compiles the XDP program with the
-/// nightly toolchain and bpf-linker.
-fn build_agent(release: bool) -> Result<()> {
-    step(format_args!(
-        "building lbd ({})",
-        if release { "release" } else { "debug" }
-    ));
-    let mut command = exec::cargo();
-    command.args(["build", "-p", "lb-userspace"]);
-    if release {
-        command.arg("--release");
-    }
-    run(&mut command)
+    artifacts::build(Profile::from_release(release), artifacts::AGENT)
 }
 
 /// Builds the release agent and installs it with its unit (see install.rs).
@@ -54,8 +41,8 @@ pub fn install(root: Option<PathBuf>, prefix: PathBuf) -> Result<()> {
         bpf: false,
         packages: &[],
     })?;
-    build_agent(true)?;
-    let lbd = target_dir().join("release").join("lbd");
+    artifacts::build(Profile::Release, artifacts::AGENT)?;
+    let lbd = artifacts::path(Profile::Release, artifacts::LBD);
     install::run(&layout, &exec::workspace_root(), &lbd)
 }
 
@@ -69,8 +56,8 @@ pub fn run_agent(args: &[String]) -> Result<()> {
         bpf: true,
         packages: &[],
     })?;
-    build_agent(true)?;
-    let lbd = target_dir().join("release").join("lbd");
+    artifacts::build(Profile::Release, artifacts::AGENT)?;
+    let lbd = artifacts::path(Profile::Release, artifacts::LBD);
     step(format_args!(
         "starting {} {}",
         lbd.display(),
@@ -78,19 +65,6 @@ pub fn run_agent(args: &[String]) -> Result<()> {
     ));
     let err = std::process::Command::new(&lbd).args(args).exec();
     Err(err).with_context(|| format!("could not start {}", lbd.display()))
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| {
-            if dir.is_absolute() {
-                dir
-            } else {
-                exec::workspace_root().join(dir)
-            }
-        })
-        .unwrap_or_else(|| exec::workspace_root().join("target"))
 }
 
 /// One step of the test suite and how it went.
@@ -132,11 +106,11 @@ pub fn test(extra: &[String]) -> Result<()> {
         &mut unit,
     ));
 
-    // The labs run the real agent binary: build it even when the unit step
-    // was filtered or failed early.
-    let mut agent = exec::cargo();
-    agent.args(["build", "--release", "-p", "lb-userspace", "--bin", "lbd"]);
-    outcomes.push(test_step("build the agent (lbd) for the labs", &mut agent));
+    // The labs run the real agent and lab programs: build them even when
+    // the unit step was filtered or failed early.
+    let started = Instant::now();
+    let built = artifacts::build(Profile::Release, artifacts::LABS);
+    outcomes.push(outcome("build lbd and the lab programs", built, started));
 
     let mut integration = exec::cargo();
     integration
@@ -154,6 +128,18 @@ pub fn test(extra: &[String]) -> Result<()> {
         "integration tests (lb-tests, as root)",
         &mut integration,
     ));
+
+    // The README's first command, as a new user runs it: from an empty
+    // target directory. Skipped only when a name filter narrows the run.
+    if extra.iter().all(|arg| arg.starts_with('-')) {
+        let started = Instant::now();
+        let checked = fresh::demo_and_bench();
+        outcomes.push(outcome(
+            "demo and bench from an empty target dir",
+            checked,
+            started,
+        ));
+    }
 
     step("summary");
     for outcome in &outcomes {
@@ -181,6 +167,10 @@ fn test_step(name: &'static str, command: &mut std::process::Command) -> Outcome
     command.env("LB_TEST_REQUIRE_ROOT", "1");
     let started = Instant::now();
     let result = run(command);
+    outcome(name, result, started)
+}
+
+fn outcome(name: &'static str, result: Result<()>, started: Instant) -> Outcome {
     if let Err(err) = &result {
         note(format_args!("{name}: {err:#}"));
     }
@@ -198,7 +188,7 @@ pub fn demo(args: &[String]) -> Result<()> {
         bpf: true,
         packages: LAB_PACKAGES,
     })?;
-    lab_binary("lb-demo", "starting the demo", args)
+    start_lab_program(artifacts::DEMO, args)
 }
 
 pub fn bench(args: &[String]) -> Result<()> {
@@ -208,14 +198,21 @@ pub fn bench(args: &[String]) -> Result<()> {
         bpf: true,
         packages: LAB_PACKAGES,
     })?;
-    lab_binary("lb-bench", "running the benchmarks", args)
+    start_lab_program(artifacts::BENCH, args)
 }
 
-fn lab_binary(bin: &str, what: &str, args: &[String]) -> Result<()> {
-    step(what);
-    run(exec::cargo()
-        .args(["run", "--release", "-p", "lb-tests", "--bin", bin, "--"])
-        .args(args))
+/// Builds a lab task's programs in release and replaces this process with
+/// the first one, so Ctrl-C reaches it alone and it tears its lab down.
+fn start_lab_program(binaries: &[Binary], args: &[String]) -> Result<()> {
+    artifacts::build(Profile::Release, binaries)?;
+    let program = artifacts::path(Profile::Release, binaries[0]);
+    step(format_args!(
+        "starting {} {}",
+        binaries[0].name,
+        args.join(" ")
+    ));
+    let err = std::process::Command::new(&program).args(args).exec();
+    Err(err).with_context(|| format!("could not start {}", program.display()))
 }
 
 /// Formatting and lints as CI would check them. Clippy covers the

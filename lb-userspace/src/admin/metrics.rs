@@ -63,6 +63,7 @@ const VRRP_STATES: [&str; 3] = ["initialize", "backup", "master"];
 pub fn render(snapshot: &Snapshot) -> String {
     let mut registry = Registry::default();
     let up = Family::<BackendLabels, Gauge>::default();
+    let reachable = Family::<BackendLabels, Gauge>::default();
     let admin = Family::<BackendStateLabels, Gauge>::default();
     let packets = Family::<DirectionLabels, Counter>::default();
     let bytes = Family::<DirectionLabels, Counter>::default();
@@ -77,6 +78,11 @@ pub fn render(snapshot: &Snapshot) -> String {
         "lb_backend_up",
         "1 when the health checks count the backend up (unchecked counts as up)",
         up.clone(),
+    );
+    registry.register(
+        "lb_backend_reachable",
+        "1 while the node has a route to the backend and its next hop answers ARP",
+        reachable.clone(),
     );
     registry.register(
         "lb_backend_admin_state",
@@ -142,6 +148,9 @@ pub fn render(snapshot: &Snapshot) -> String {
                 backend: backend.name.clone(),
             };
             up.get_or_create(&labels).set(i64::from(backend.is_up()));
+            reachable
+                .get_or_create(&labels)
+                .set(i64::from(backend.unreachable.is_none()));
             for state in ADMIN_STATES {
                 admin
                     .get_or_create(&BackendStateLabels {

@@ -297,15 +297,16 @@ fn backend_row(
         || "agent start".to_string(),
         |ms| span(since(now, ms)) + " ago",
     );
-    let check = match &backend.last_check {
-        Some(c) => format!(
+    let check = match (&backend.unreachable, &backend.last_check) {
+        (Some(reason), _) => format!("<span class=\"bad\">unreachable: {}</span>", escape(reason)),
+        (None, Some(c)) => format!(
             "<span class=\"{}\">{}</span> in {} ms, {} ago",
             if c.ok { "" } else { "bad" },
             escape(&c.result),
             format_ms(c.duration_us),
             span(since(now, c.at_ms))
         ),
-        None => "&ndash;".to_string(),
+        (None, None) => "&ndash;".to_string(),
     };
     let t = &backend.traffic;
     let _ = write!(

@@ -153,6 +153,11 @@ pub struct BackendStatus {
     /// it is still the state the agent started with.
     #[serde(default)]
     pub since_ms: Option<u64>,
+    /// Why packets cannot reach it ("no route to 198.51.100.21 (...)"),
+    /// which holds it DOWN whatever its checks say; `None` when its path
+    /// is fine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 impl BackendStatus {
@@ -216,7 +221,10 @@ pub fn status(
                 .iter()
                 .map(|b| {
                     let key = BackendKey::new(&svc.name, &b.name);
-                    let health = if !checked(&key) {
+                    let unreachable = health.unreachable(&key).map(str::to_string);
+                    let health = if unreachable.is_some() {
+                        "down"
+                    } else if !checked(&key) {
                         "unchecked"
                     } else if health.is_up(&svc.name, &b.name) {
                         "up"
@@ -238,6 +246,7 @@ pub fn status(
                         new_flows_per_second: 0.0,
                         last_check: None,
                         since_ms: None,
+                        unreachable,
                     }
                 })
                 .collect(),

@@ -9,6 +9,7 @@
 pub mod admin_view;
 pub mod control;
 pub mod control_client;
+pub mod health_file;
 pub mod health_view;
 pub mod notify;
 pub mod observed;
@@ -16,7 +17,7 @@ pub mod state;
 pub mod state_file;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -30,7 +31,8 @@ use tokio::sync::mpsc::{self, UnboundedReceiver};
 use crate::{
     config::{self, Config, Node, XdpMode},
     dataplane::{
-        AttachMode, Dataplane, DataplaneOptions, GcPolicy, host, load, neigh::ManagedNeighbours,
+        AttachMode, Dataplane, DataplaneOptions, GcPolicy, host, load,
+        neigh::{ManagedNeighbours, Reach},
         pins,
     },
     health::{self, Checker, HealthEvent, Scheduler},
@@ -52,8 +54,10 @@ use state_file::SavedState;
 /// How often idle flows are collected. Timeouts are seconds to hours, so a
 /// few seconds of lateness is harmless.
 const GC_INTERVAL: Duration = Duration::from_secs(5);
-/// How often backend next hops are re-resolved (routes can change).
-const NEIGHBOUR_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the backends' paths are looked at again (routes come and go,
+/// next hops stop answering ARP): a backend without one is held DOWN until
+/// the sync after its path returns.
+const PATH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// `lbd run`.
 pub fn run(config_path: &Path, node: Option<&str>) -> Result<()> {
@@ -262,6 +266,8 @@ struct Agent {
     health_events: UnboundedReceiver<HealthEvent>,
     /// The checked backends held DOWN; what `program` builds the rings from.
     health: HealthView,
+    /// Where `health`'s DOWN backends are kept for the next agent.
+    health_path: PathBuf,
     /// The operator's admin states (drain, maint), also in `state_path`.
     admin: AdminView,
     state_path: PathBuf,
@@ -286,6 +292,16 @@ impl Agent {
         let node = config.nodes[&node_name].clone();
         let vrrp_mode = !config.vrrp.is_empty();
         let iface = node.interface.clone();
+        // Checked first, so that nothing (sysctls, nftables) is half set up
+        // for a name the config got wrong.
+        if load::if_index(&iface).is_err() {
+            bail!(
+                "interface {iface} (`interface` of [node.{node_name}] in {}) does not exist in \
+                 this network namespace: lbd attaches its XDP program there; fix the config or \
+                 create the interface first (`ip link show` lists them)",
+                config_path.display()
+            );
+        }
         let snat = host::PortRange::new(node.snat_ports.min, node.snat_ports.max)?;
         host::prepare(&node_name, &iface, snat)?;
 
@@ -306,7 +322,7 @@ impl Agent {
         // Ids and admin states from the last agent, if any: the pinned
         // maps hold those ids, and the operator's states outlive restarts.
         let state_path = state_file::path_for(&node_name);
-        let saved = state_file::load(&state_path)?;
+        let saved = state_file::load_or_set_aside(&state_path, SystemTime::now())?;
         let now = monotonic_s();
         let mut ids = match &saved {
             Some(saved) => Ids::restore(&limits, saved, now, state::id_quarantine(&config)),
@@ -318,16 +334,50 @@ impl Agent {
             .map(SavedState::admin_view)
             .unwrap_or_default()
             .retained_for(&config);
-        save_state(&state_path, &admin, &ids)?;
+        // A state directory that cannot be written costs persistence, not
+        // service: the next change tries again.
+        if let Err(e) = save_state(&state_path, &admin, &ids) {
+            tracing::warn!(
+                "serving, but the state is not saved (admin states and ids may be lost at \
+                 restart; lbd tries again at the next change): {e:#}"
+            );
+        }
 
+        // A backend without a path starts DOWN; the others serve.
         let mut neighbours = ManagedNeighbours::new()?;
-        neighbours.sync(&backend_addresses(&config)).await?;
+        let reach = neighbours.sync(&backend_addresses(&config)).await?;
+        // Backends the checks held DOWN before a restart stay DOWN until
+        // their checks pass; the others start UP (HAProxy's rule).
+        let health_path = health_file::path_for(&node_name);
+        let checked: BTreeSet<health::BackendKey> = state::checks(&config, &admin)
+            .into_iter()
+            .map(|(key, _, _)| key)
+            .collect();
+        let restored: Vec<(health::BackendKey, u64)> = health_file::load(&health_path)
+            .map(|saved| saved.down())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(key, _)| checked.contains(key))
+            .collect();
+        let mut health = HealthView::with_down(restored.iter().map(|(key, _)| key.clone()));
+        for (key, _) in &restored {
+            tracing::info!(
+                "{key} stays DOWN as before the restart (from {}) until its checks pass",
+                health_path.display()
+            );
+        }
+        let changes = health.set_unreachable(state::unreachable_backends(&config, &reach));
+        for (key, reason) in &changes.lost {
+            tracing::warn!("{key} DOWN: {reason}");
+        }
         let vips = VipAddresses::new(&iface, load::if_index(&iface)?)?;
         // With VRRP the VIPs move with the instances: the VRRP thread adds
         // them on becoming master, never the agent.
         let (vrrp, vrrp_reports, masters) = if vrrp_mode {
-            let (handle, reports) =
-                start_vrrp(&config, &node_name, &iface, &dataplane, &vips, &admin).await?;
+            let (handle, reports) = start_vrrp(
+                &config, &node_name, &iface, &dataplane, &vips, &admin, &health,
+            )
+            .await?;
             let masters = handle.resumed().clone();
             (Some(handle), Some(reports), masters)
         } else {
@@ -341,12 +391,20 @@ impl Agent {
         let (events, health_events) = mpsc::unbounded_channel();
         let checker = Checker::new().context("setting up the TLS client of the health checks")?;
         let mut checks = Scheduler::new(checker, events);
-        checks.sync(state::checks(&config, &admin));
+        checks.sync_with(state::checks(&config, &admin), |key| {
+            !health.is_up(&key.service, &key.backend)
+        });
+        hold_checked_down(&checks, &mut health);
         let (control_tx, control_requests) = mpsc::unbounded_channel();
         let http =
             crate::admin::start(config.admin.as_ref(), &config.redirects, control_tx.clone())?;
         let control = ControlSocket::bind(control::socket_path(&node_name), control_tx)?;
-        let observed = Observed::new(config_version(&config_path));
+        let mut observed = Observed::new(config_version(&config_path));
+        for (key, at) in restored {
+            if at > 0 {
+                observed.changed(key, std::time::UNIX_EPOCH + Duration::from_millis(at));
+            }
+        }
         let mut agent = Agent {
             config_path,
             config,
@@ -358,7 +416,8 @@ impl Agent {
             gc_policy,
             checks,
             health_events,
-            health: HealthView::all_up(),
+            health,
+            health_path,
             admin,
             state_path,
             control_requests,
@@ -411,8 +470,9 @@ impl Agent {
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         let mut gc = tokio::time::interval(GC_INTERVAL);
-        let mut neigh = tokio::time::interval(NEIGHBOUR_INTERVAL);
-        neigh.tick().await;
+        let mut paths = tokio::time::interval(PATH_INTERVAL);
+        paths.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        paths.tick().await;
         let mut watchdog = notify::Watchdog::from_env();
         loop {
             tokio::select! {
@@ -426,7 +486,15 @@ impl Agent {
                     notify::ready(&self.status_line());
                 }
                 _ = watchdog.ping() => {}
-                Some(event) = self.health_events.recv() => self.health_changed(event),
+                Some(event) = self.health_events.recv() => {
+                    // Checks passing to a backend held for its path suggest
+                    // the path is back: look now, not at the next tick.
+                    let look = event.up && self.health.unreachable(&event.key()).is_some();
+                    self.health_changed(event);
+                    if look {
+                        self.refresh_paths().await;
+                    }
+                }
                 report = next_report(&mut self.vrrp_reports) => match report {
                     Some(report) => self.vrrp_changed(report),
                     None => {
@@ -440,11 +508,7 @@ impl Agent {
                     let _ = pending.reply.send(answer);
                 }
                 _ = gc.tick() => self.collect_garbage(),
-                _ = neigh.tick() => {
-                    if let Err(e) = self.neighbours.sync(&backend_addresses(&self.config)).await {
-                        tracing::warn!("refreshing backend neighbours: {e:#}");
-                    }
-                }
+                _ = paths.tick() => self.refresh_paths().await,
             }
         }
         if let Some(vrrp) = self.vrrp.take() {
@@ -503,6 +567,71 @@ impl Agent {
         }
     }
 
+    /// Keeps the checked backends held DOWN for the next agent. A file that
+    /// cannot be written costs only that: a restart relearns health.
+    fn save_health(&self) {
+        let down = self.health.down().map(|key| {
+            let at = self
+                .observed
+                .changed_at
+                .get(key)
+                .map_or(0, |at| observed::unix_ms(*at));
+            (key, at)
+        });
+        if let Err(e) = health_file::save(&self.health_path, &health_file::SavedHealth::new(down)) {
+            tracing::warn!("health not kept for a restart: {e:#}");
+        }
+    }
+
+    /// Looks at every backend's path again; see [`Agent::paths_changed`].
+    async fn refresh_paths(&mut self) {
+        match self.neighbours.sync(&backend_addresses(&self.config)).await {
+            Ok(reach) => self.paths_changed(&reach),
+            Err(e) => tracing::warn!("looking at the backends' paths: {e:#}"),
+        }
+    }
+
+    /// Backends that lost their path go DOWN at once (logged once, with the
+    /// reason) and a checked one restarts its checks fully DOWN; when the
+    /// path returns an unchecked backend is UP again, a checked one after
+    /// `rise` successful checks (HAProxy's rule, through the scheduler).
+    fn paths_changed(&mut self, reach: &BTreeMap<Ipv4Addr, Reach>) {
+        let changes = self
+            .health
+            .set_unreachable(state::unreachable_backends(&self.config, reach));
+        if changes.lost.is_empty() && changes.back.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        for (key, _) in &changes.lost {
+            if self.checks.hold_down(key) {
+                self.health.record(key.clone(), false);
+            }
+            self.observed.changed(key.clone(), now);
+        }
+        for key in &changes.back {
+            self.observed.changed(key.clone(), now);
+        }
+        self.save_health();
+        self.push_services_up();
+        // The maps first: once the line is logged, the data path agrees.
+        if let Err(e) = self.program() {
+            tracing::error!("the maps could not follow the backends' paths: {e:#}");
+        }
+        for (key, reason) in &changes.lost {
+            tracing::warn!("{key} DOWN: {reason}");
+        }
+        for key in &changes.back {
+            match self.checks.status(key) {
+                Some(status) if !status.up => tracing::info!(
+                    "{key}: its path is back; UP after {} successful checks",
+                    status.check.rise
+                ),
+                _ => tracing::info!("{key} UP: its path is back"),
+            }
+        }
+    }
+
     /// Tells the VRRP thread which services can take new clients
     /// (`service-up` tracking).
     fn push_services_up(&self) {
@@ -529,6 +658,7 @@ impl Agent {
         }
         self.push_services_up();
         self.observed.changed(key.clone(), event.at);
+        self.save_health();
         let started = Instant::now();
         match self.program() {
             Ok(()) => tracing::debug!(
@@ -605,7 +735,7 @@ impl Agent {
         }
         let mut ids = self.ids.clone();
         ids.sync(&new, monotonic_s())?;
-        self.neighbours.sync(&backend_addresses(&new)).await?;
+        let reach = self.neighbours.sync(&backend_addresses(&new)).await?;
         let old_vips = state::vips(&self.config);
         let new_vips = state::vips(&new);
         if !vrrp_mode {
@@ -616,15 +746,22 @@ impl Agent {
         // config only once the maps have taken it.
         let admin = self.admin.retained_for(&new);
         let new_checks = state::checks(&new, &admin);
-        let health = self
+        let mut health = self
             .health
             .carried_over(new_checks.iter().map(|(key, _, _)| key));
+        let reach_changes = health.set_unreachable(state::unreachable_backends(&new, &reach));
         let active = state::active_vips(&new, &self.masters);
         let desired = state::desired_state(&new, new_node, &ids, &health, &admin, &active);
         self.dataplane
             .apply(&desired)
             .context("programming the BPF maps")?;
-        self.checks.sync(new_checks);
+        self.checks
+            .sync_with(new_checks, |key| !health.is_up(&key.service, &key.backend));
+        for (key, reason) in &reach_changes.lost {
+            tracing::warn!("{key} DOWN: {reason}");
+            self.checks.hold_down(key);
+        }
+        hold_checked_down(&self.checks, &mut health);
         self.health = health;
         let gone: std::collections::BTreeSet<Ipv4Addr> =
             old_vips.difference(&new_vips).copied().collect();
@@ -640,6 +777,7 @@ impl Agent {
             tracing::warn!("[admin] or [[redirect]] added: they start when lbd restarts");
         }
         self.config = new;
+        self.save_health();
         self.push_services_up();
         self.observed.config_version = config_version(&self.config_path);
         if let Err(e) = save_state(&self.state_path, &self.admin, &self.ids) {
@@ -679,8 +817,9 @@ impl Agent {
     }
 
     /// Sets a backend's admin state: maps first, then the state file, then
-    /// the checks. On any error nothing changed (the maps are put back when
-    /// the state file cannot be written).
+    /// the checks. When the maps refuse, nothing changed; when only the
+    /// state file cannot be written, the change is in effect and the answer
+    /// says it is not saved.
     fn set_state(&mut self, service: &str, backend: &str, word: &str) -> Result<String> {
         let state: AdminState = word.parse().map_err(|e: String| anyhow!(e))?;
         let key = control::find_backend(&self.config, service, backend).map_err(|e| anyhow!(e))?;
@@ -703,22 +842,13 @@ impl Agent {
         self.dataplane
             .apply(&desired)
             .context("the maps could not be updated; nothing changed")?;
-        if let Err(e) = save_state(&self.state_path, &admin, &self.ids) {
-            let before = state::desired_state(
-                &self.config,
-                &node,
-                &self.ids,
-                &self.health,
-                &self.admin,
-                &active,
-            );
-            if let Err(undo) = self.dataplane.apply(&before) {
-                tracing::error!("{key}: putting the maps back failed: {undo:#}");
-            }
-            return Err(e.context("the state file could not be written; nothing changed"));
-        }
+        // The change serves even when it cannot be saved (a full or
+        // read-only /var/lib/lbd must not stop an operator draining a
+        // backend); the caller is told it will not survive a restart.
+        let unsaved = save_state(&self.state_path, &admin, &self.ids).err();
         self.admin = admin;
         self.health = health;
+        self.save_health();
         if state.is_checked() {
             self.checks.sync(state::checks(&self.config, &self.admin));
         } else {
@@ -727,7 +857,16 @@ impl Agent {
         self.push_services_up();
         self.observed.changed(key.clone(), SystemTime::now());
         tracing::info!("{key}: admin state {old} -> {state}");
-        Ok(format!("{key}: {old} -> {state}"))
+        match unsaved {
+            None => Ok(format!("{key}: {old} -> {state}")),
+            Some(e) => {
+                tracing::warn!("{key}: admin state {state} is not saved: {e:#}");
+                Ok(format!(
+                    "{key}: {old} -> {state}, in effect but NOT SAVED (it is lost if lbd \
+                     restarts): {e:#}"
+                ))
+            }
+        }
     }
 
     /// The status with the data path's counters, flows and checks.
@@ -807,7 +946,7 @@ fn save_state(path: &Path, admin: &AdminView, ids: &Ids) -> Result<()> {
 }
 
 /// Starts the VRRP thread for this node's instances; service-up starts
-/// from the agent's start state (every backend UP).
+/// from the agent's start state (restored health, paths).
 async fn start_vrrp(
     config: &Config,
     node_name: &str,
@@ -815,10 +954,11 @@ async fn start_vrrp(
     dataplane: &Dataplane,
     vips: &VipAddresses,
     admin: &AdminView,
+    health: &HealthView,
 ) -> Result<(VrrpHandle, UnboundedReceiver<TransitionReport>)> {
     let address = vips.primary_address().await?;
     let instances = vrrp::config::for_node(config, node_name, address)?;
-    let conditions = state::services_up(config, &HealthView::all_up(), admin)
+    let conditions = state::services_up(config, health, admin)
         .into_iter()
         .map(|(service, up)| (Condition::ServiceUp(service), up))
         .collect();
@@ -841,6 +981,17 @@ async fn next_report(
     match reports {
         Some(reports) => reports.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Records DOWN in `health` every checked backend whose check runs DOWN,
+/// so the view and the scheduler agree (a backend started DOWN comes UP
+/// only through a check's UP event).
+fn hold_checked_down(checks: &Scheduler, health: &mut HealthView) {
+    for key in checks.keys() {
+        if checks.is_up(&key) == Some(false) {
+            health.record(key, false);
+        }
     }
 }
 

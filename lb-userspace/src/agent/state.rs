@@ -18,7 +18,7 @@ use lb_common::{
 use super::{admin_view::AdminView, health_view::HealthView, state_file::SavedState};
 use crate::{
     config::{Config, HealthCheck, Node, Scheduler, Service},
-    dataplane::{DesiredService, DesiredState, FlowTimeouts, GcPolicy, Limits},
+    dataplane::{DesiredService, DesiredState, FlowTimeouts, GcPolicy, Limits, neigh::Reach},
     health::{BackendKey, desired_checks},
     ids::{IdTable, backend_key},
     maglev::{self, MaglevBackend},
@@ -301,6 +301,25 @@ pub fn active_vips(config: &Config, masters: &BTreeSet<String>) -> BTreeSet<Ipv4
         .iter()
         .filter(|v| masters.contains(&v.name))
         .flat_map(|v| v.vips.iter().copied())
+        .collect()
+}
+
+/// The backends whose address the neighbour sync could not reach, with the
+/// reason. An address missing from `reach` (not looked at yet) counts as
+/// reachable.
+pub fn unreachable_backends(
+    config: &Config,
+    reach: &BTreeMap<Ipv4Addr, Reach>,
+) -> BTreeMap<BackendKey, String> {
+    config
+        .services
+        .iter()
+        .flat_map(|svc| {
+            svc.backends.iter().filter_map(|b| {
+                let problem = reach.get(b.address.ip())?.problem()?;
+                Some((BackendKey::new(&svc.name, &b.name), problem.to_string()))
+            })
+        })
         .collect()
 }
 
@@ -681,6 +700,51 @@ weight = 3
         assert_eq!(up(&two_down, &ready), [("web".to_string(), true)]);
         let drained = AdminView::with([(BackendKey::new("web", "be3"), AdminState::Drain)]);
         assert_eq!(up(&two_down, &drained), [("web".to_string(), false)]);
+    }
+
+    #[test]
+    fn an_unreachable_address_holds_down_its_backends_only() {
+        use crate::dataplane::neigh::NextHop;
+        let c = three();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let reach = BTreeMap::from([
+            (
+                ip("198.51.100.11"),
+                Reach::Via(NextHop {
+                    ip: ip("198.51.100.11"),
+                    ifindex: 2,
+                }),
+            ),
+            (
+                ip("198.51.100.12"),
+                Reach::Down("no route to 198.51.100.12 (Network is unreachable)".into()),
+            ),
+        ]);
+        let down = unreachable_backends(&c, &reach);
+        assert_eq!(
+            down.keys().cloned().collect::<Vec<_>>(),
+            vec![BackendKey::new("web", "be2")],
+            "be3 was not looked at: reachable"
+        );
+        let mut health = HealthView::all_up();
+        health.set_unreachable(down);
+        let (d, ids) = state_with(&c, &health);
+        let web = service(&d, &ids, "web");
+        let be2 = ids.backends.get("web/be2").unwrap();
+        assert!(!web.ring.contains(&be2), "no new client goes to be2");
+        assert_eq!(row(web, be2).unwrap().flags, backend_flags::IN_USE);
+        assert!(services_up(&c, &health, &AdminView::all_ready())[0].1);
+        let all_down = ["198.51.100.11", "198.51.100.12", "198.51.100.13"]
+            .map(|a| (ip(a), Reach::Down(format!("no route to {a}"))));
+        health.set_unreachable(unreachable_backends(&c, &BTreeMap::from(all_down)));
+        let (d, ids) = state_with(&c, &health);
+        assert!(
+            service(&d, &ids, "web")
+                .ring
+                .iter()
+                .all(|b| *b == NO_BACKEND)
+        );
+        assert!(!services_up(&c, &health, &AdminView::all_ready())[0].1);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::{
     collections::BTreeMap,
     io::Write,
     path::{Path, PathBuf},
+    time::SystemTime,
 };
 
 use anyhow::{Context, Result};
@@ -76,6 +77,50 @@ pub fn load(path: &Path) -> Result<Option<SavedState>> {
     })
 }
 
+/// [`load`], but a file that cannot be read as a state file is renamed to
+/// `<file>.corrupt-<unix seconds>` with a warning and the agent starts as
+/// on a fresh node (every backend ready, ids assigned in config order,
+/// which is what an agent without a state file on the same config gave
+/// them). Only an I/O error other than "no such file" stops the start.
+pub fn load_or_set_aside(path: &Path, now: SystemTime) -> Result<Option<SavedState>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    match parse(&text) {
+        Ok(saved) => Ok(Some(saved)),
+        Err(e) => {
+            let aside = set_aside_path(path, now);
+            std::fs::rename(path, &aside).with_context(|| {
+                format!(
+                    "{} is not a valid lbd state file ({e:#}) and could not be moved to {}",
+                    path.display(),
+                    aside.display()
+                )
+            })?;
+            tracing::warn!(
+                "{} is not a valid lbd state file ({e:#}); moved to {}, starting with every \
+                 backend ready",
+                path.display(),
+                aside.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Where a corrupt state file is moved.
+pub fn set_aside_path(path: &Path, now: SystemTime) -> PathBuf {
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".corrupt-{secs}"));
+    path.with_file_name(name)
+}
+
 fn parse(text: &str) -> Result<SavedState> {
     let saved: SavedState = serde_json::from_str(text)?;
     anyhow::ensure!(
@@ -142,6 +187,45 @@ mod tests {
             "the temp file is renamed"
         );
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_file_is_set_aside_and_the_start_is_fresh() {
+        let path = scratch("aside");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(load_or_set_aside(&path, now).unwrap(), None, "no file");
+        std::fs::write(&path, "{ half a fi").unwrap();
+        assert_eq!(load_or_set_aside(&path, now).unwrap(), None);
+        let aside = path.with_file_name("node.state.corrupt-1800000000");
+        assert_eq!(set_aside_path(&path, now), aside);
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), "{ half a fi");
+        assert!(!path.exists(), "the corrupt file is moved, not left");
+        std::fs::write(&path, [0xff, 0xfe, 0x00]).unwrap();
+        assert_eq!(load_or_set_aside(&path, now).unwrap(), None, "not UTF-8");
+        let state = SavedState::new(
+            &AdminView::with([(BackendKey::new("web", "be1"), AdminState::Drain)]),
+            IdSnapshot::default(),
+            IdSnapshot::default(),
+        );
+        save(&path, &state).unwrap();
+        assert_eq!(load_or_set_aside(&path, now).unwrap(), Some(state));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_an_error_naming_the_file() {
+        let path = scratch("readonly");
+        let dir = path.parent().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let state = SavedState::default();
+        // Root ignores mode bits: a directory in the way of the temp file
+        // stands for a state directory that refuses writes.
+        std::fs::create_dir_all(path.with_extension("state.tmp")).unwrap();
+        let err = format!("{:#}", save(&path, &state).unwrap_err());
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(!path.exists(), "nothing half-written");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

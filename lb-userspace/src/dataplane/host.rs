@@ -1,4 +1,4 @@
-//! Host settings the data path depends on (DESIGN.md, "Rules that are easy
+//! Host settings the data path depends on (docs/architecture.md, "Rules that are easy
 //! to get wrong"). All of them are per network namespace, which labs rely on.
 //!
 //! - `net.ipv4.conf.<dev>.forwarding=1`: bpf_fib_lookup answers FWD_DISABLED

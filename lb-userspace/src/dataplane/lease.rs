@@ -1,5 +1,5 @@
-//! The agent's lease on its VRRP addresses (DESIGN.md, "Agent death and
-//! restart"). The VRRP thread renews it every advert interval for the
+//! The agent's lease on its VRRP addresses (docs/architecture.md, "The
+//! lease"). The VRRP thread renews it every advert interval for the
 //! master-down interval; if the agent dies (`kill -9`) the XDP program, which
 //! outlives it, drops traffic to the VRRP addresses and ARP requests for them
 //! once the deadline passes, about when the peer takes over. A restarted

@@ -8,6 +8,7 @@
 pub mod desired;
 pub mod gc;
 pub mod host;
+pub mod ifaces;
 pub mod lease;
 pub mod limits;
 pub mod load;
@@ -53,6 +54,8 @@ pub struct Dataplane {
     maps: Maps,
     pins: PinDir,
     applied: AppliedState,
+    /// The interface: its addresses join `local_addrs` at every apply.
+    iface: String,
 }
 
 impl Dataplane {
@@ -69,6 +72,20 @@ impl Dataplane {
         }
         let mut ebpf = load::load(opts.object, &pins, &opts.limits)?;
         let maps = Maps::from_ebpf(&mut ebpf, &opts.limits)?;
+        // Before the program sees a frame: the MAC it checks them against.
+        let mut iface_map: aya::maps::Array<_, lb_common::Iface> = ebpf
+            .take_map(map_names::IFACES)
+            .with_context(|| format!("the XDP object has no map named {}", map_names::IFACES))?
+            .try_into()
+            .with_context(|| {
+                format!(
+                    "map {} does not have the layout lb-common declares",
+                    map_names::IFACES
+                )
+            })?;
+        let mac = ifaces::mac_of(&opts.iface)?;
+        ifaces::write(&mut iface_map, load::if_index(&opts.iface)?, mac)?;
+        tracing::info!(iface = %opts.iface, mac = %show_mac(&mac), "data path accepts frames to {}", show_mac(&mac));
         let attachment = load::attach(&mut ebpf, &pins, &opts.iface, opts.mode)?;
         let applied = if had_maps {
             let applied = maps
@@ -89,6 +106,7 @@ impl Dataplane {
             maps,
             pins,
             applied,
+            iface: opts.iface.clone(),
         })
     }
 
@@ -123,7 +141,12 @@ impl Dataplane {
     /// deadline in `settings` is never written here: it stays as the VRRP
     /// thread's [`Lease`] (or [`set_lease`](Self::set_lease)) last wrote it.
     pub fn apply(&mut self, desired: &DesiredState) -> Result<usize> {
-        apply(&mut self.maps, &mut self.applied, desired)
+        // The interface's addresses are read anew each time, so an address
+        // added or removed on the host counts from the next apply on.
+        let host = ifaces::node_addrs(&ifaces::ipv4_addrs(&self.iface)?);
+        let mut desired = desired.clone();
+        desired.local_addrs = ifaces::merge(&desired.local_addrs, &host);
+        apply(&mut self.maps, &mut self.applied, &desired)
     }
 
     /// Sets the lease deadline (CLOCK_MONOTONIC ns, 0 = expired) through
@@ -169,6 +192,13 @@ impl Dataplane {
         pins::remove_all(pins.bpffs(), pins.node())?;
         Ok(())
     }
+}
+
+fn show_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Plans and executes; records every write that succeeded, so after an error

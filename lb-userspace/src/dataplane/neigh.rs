@@ -10,6 +10,11 @@
 //! For each backend: ask the kernel for its route (gateway or on-link), add a
 //! managed entry for that next hop on the output interface, and delete the
 //! entries this agent made once no backend needs them.
+//!
+//! A backend without a route, or whose next hop does not answer ARP, is no
+//! error of the agent's: [`ManagedNeighbours::sync`] reports it as
+//! [`Reach::Down`] with the reason, the agent holds that backend DOWN and
+//! asks again at the next sync, so the backend returns when the path does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,6 +34,49 @@ pub struct NextHop {
     /// The gateway, or the backend itself when it is on-link.
     pub ip: Ipv4Addr,
     pub ifindex: u32,
+}
+
+/// Whether packets can reach one backend address right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    Via(NextHop),
+    /// Why not, as an operator reads it: "no route to 198.51.100.21
+    /// (Network is unreachable)".
+    Down(String),
+}
+
+impl Reach {
+    /// The reason it cannot be reached; `None` when it can.
+    pub fn problem(&self) -> Option<&str> {
+        match self {
+            Reach::Via(_) => None,
+            Reach::Down(reason) => Some(reason),
+        }
+    }
+}
+
+/// Whether a next hop counts as not answering ARP, from its neighbour
+/// state and what the last sync said. A managed entry that fails is
+/// re-probed by the kernel, passing through INCOMPLETE each time: that
+/// state keeps the previous verdict, so the backend does not flap between
+/// probes, while an entry being resolved for the first time is not a
+/// failure yet.
+pub fn neighbour_failed(was_failed: bool, state: NeighbourState) -> bool {
+    match state {
+        NeighbourState::Failed => true,
+        NeighbourState::Incomplete | NeighbourState::None => was_failed,
+        _ => false,
+    }
+}
+
+/// The operator's sentence for a failed route lookup.
+fn route_problem(dst: Ipv4Addr, err: &rtnetlink::Error) -> String {
+    match err {
+        rtnetlink::Error::NetlinkError(e) => {
+            format!("no route to {dst} ({})", e.to_io())
+        }
+        other => format!("no route to {dst} ({other})"),
+    }
 }
 
 /// Reads the next hop out of a `route get` answer.
@@ -83,6 +131,22 @@ pub struct ManagedNeighbours {
     hops: BTreeMap<Ipv4Addr, NextHop>,
     /// Entries this agent created (or found managed), and so may delete.
     owned: BTreeSet<NextHop>,
+    /// Next hops judged not to answer ARP at the last sync.
+    failed: BTreeSet<NextHop>,
+}
+
+/// An interface's name for messages, or its index when it has none.
+fn if_name(ifindex: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname needs.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return format!("ifindex {ifindex}");
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 impl ManagedNeighbours {
@@ -96,54 +160,89 @@ impl ManagedNeighbours {
             handle,
             hops: BTreeMap::new(),
             owned: BTreeSet::new(),
+            failed: BTreeSet::new(),
         })
     }
 
-    /// The next hop toward `dst`, from the kernel's routing table.
-    pub async fn next_hop(&self, dst: Ipv4Addr) -> Result<NextHop> {
+    /// The next hop toward `dst`, from the kernel's routing table, or why
+    /// there is none.
+    pub async fn next_hop(&self, dst: Ipv4Addr) -> Result<NextHop, String> {
         let query = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dst, 32)
             .build();
-        let route = self
-            .handle
-            .route()
-            .get(query)
-            .execute()
-            .try_next()
-            .await
-            .with_context(|| format!("looking up the route to backend {dst}"))?
-            .with_context(|| format!("no route to backend {dst}"))?;
-        next_hop_of(dst, &route)
+        let route = match self.handle.route().get(query).execute().try_next().await {
+            Ok(Some(route)) => route,
+            Ok(None) => return Err(format!("no route to {dst}")),
+            Err(e) => return Err(route_problem(dst, &e)),
+        };
+        next_hop_of(dst, &route).map_err(|e| format!("{e:#}"))
     }
 
     /// Makes sure every backend's next hop has a resolved-by-the-kernel
-    /// entry, and deletes the entries of next hops no backend uses any more.
-    pub async fn sync(&mut self, backends: &[Ipv4Addr]) -> Result<()> {
+    /// entry, deletes the entries of next hops no backend uses any more,
+    /// and says for each backend whether it can be reached. Only a broken
+    /// netlink socket is an error; a backend without a path is a
+    /// [`Reach::Down`].
+    pub async fn sync(&mut self, backends: &[Ipv4Addr]) -> Result<BTreeMap<Ipv4Addr, Reach>> {
         let mut hops = BTreeMap::new();
+        let mut reach = BTreeMap::new();
         for &b in backends {
-            hops.insert(b, self.next_hop(b).await?);
+            match self.next_hop(b).await {
+                Ok(hop) => {
+                    hops.insert(b, hop);
+                }
+                Err(problem) => {
+                    reach.insert(b, Reach::Down(problem));
+                }
+            }
         }
         let existing = self.existing().await?;
+        let mut failed_hops = BTreeMap::new();
         for hop in hops.values().copied().collect::<BTreeSet<_>>() {
             match existing.get(&hop) {
                 Some(msg) if already_fine(msg) => {
                     if msg.header.state != NeighbourState::Permanent {
                         self.owned.insert(hop);
                     }
+                    let was = self.failed.contains(&hop);
+                    if neighbour_failed(was, msg.header.state) {
+                        failed_hops.insert(
+                            hop,
+                            format!(
+                                "next hop {} on {} does not answer ARP (neighbour FAILED)",
+                                hop.ip,
+                                if_name(hop.ifindex)
+                            ),
+                        );
+                    }
                 }
-                _ => {
-                    self.add_managed(hop).await?;
-                    self.owned.insert(hop);
-                }
+                _ => match self.add_managed(hop).await {
+                    Ok(()) => {
+                        self.owned.insert(hop);
+                    }
+                    Err(e) => {
+                        failed_hops.insert(hop, format!("{e:#}"));
+                    }
+                },
             }
         }
         for hop in unused_hops(&self.hops, &hops) {
-            if self.owned.remove(&hop) {
-                self.delete(hop).await?;
+            if self.owned.remove(&hop)
+                && let Err(e) = self.delete(hop).await
+            {
+                tracing::warn!("{e:#}");
             }
         }
+        for (&b, &hop) in &hops {
+            let r = match failed_hops.get(&hop) {
+                Some(problem) => Reach::Down(problem.clone()),
+                None => Reach::Via(hop),
+            };
+            reach.insert(b, r);
+        }
+        self.failed = failed_hops.into_keys().collect();
         self.hops = hops;
-        Ok(())
+        Ok(reach)
     }
 
     /// The current next hop of every synced backend.
@@ -270,6 +369,33 @@ mod tests {
             .to_string();
         assert!(err.contains("198.51.100.7"), "{err}");
         assert!(next_hop_of(dst, &route(RouteType::Unicast, vec![])).is_err());
+    }
+
+    #[test]
+    fn a_failing_neighbour_stays_failed_between_probes() {
+        use NeighbourState::*;
+        assert!(!neighbour_failed(false, Incomplete), "first resolution");
+        assert!(!neighbour_failed(false, None), "just added");
+        assert!(neighbour_failed(false, Failed));
+        assert!(
+            neighbour_failed(true, Incomplete),
+            "re-probing a failed hop"
+        );
+        assert!(neighbour_failed(true, None));
+        for answered in [Reachable, Stale, Delay, Probe, Permanent] {
+            assert!(!neighbour_failed(true, answered), "{answered:?}");
+        }
+    }
+
+    #[test]
+    fn reach_names_its_problem() {
+        let hop = NextHop {
+            ip: Ipv4Addr::new(198, 51, 100, 7),
+            ifindex: 2,
+        };
+        assert_eq!(Reach::Via(hop).problem(), Option::None);
+        let down = Reach::Down("no route to 198.51.100.7".into());
+        assert_eq!(down.problem(), Some("no route to 198.51.100.7"));
     }
 
     #[test]

@@ -154,9 +154,21 @@ fn server_name(sni: Option<&str>, target: SocketAddrV4) -> Result<ServerName<'st
     }
 }
 
+/// Whether the first bytes a server answered are a TLS alert record
+/// (content type 21, major version 3), described for the check's result:
+/// "TLS alert 40". `None` for anything else.
+pub fn tls_alert_answer(bytes: &[u8]) -> Option<String> {
+    match bytes {
+        [0x15, 0x03, _, _, _, _level, description, ..] => Some(format!("TLS alert {description}")),
+        [0x15, 0x03, ..] => Some("TLS alert".to_string()),
+        _ => None,
+    }
+}
+
 /// Sends a real ClientHello and waits for the server's first flight:
 /// healthy once rustls has read a ServerHello (it then knows the protocol
-/// version). Certificates are not looked at.
+/// version), or when the server answers with a TLS alert (HAProxy's
+/// ssl-hello-chk takes any TLS record). Certificates are not looked at.
 async fn tls_hello(
     mut stream: TcpStream,
     config: Arc<ClientConfig>,
@@ -177,6 +189,12 @@ async fn tls_hello(
             return Err(Failure::Connection(
                 "connection closed before a ServerHello".to_string(),
             ));
+        }
+        // HAProxy's ssl-hello-chk: any TLS record in answer is a TLS server
+        // alive. An alert (it refuses our hello: no certificate for the
+        // name, no common cipher) counts as healthy, not only a ServerHello.
+        if let Some(alert) = tls_alert_answer(&buffer[..read]) {
+            return Ok(alert);
         }
         let mut incoming = &buffer[..read];
         while !incoming.is_empty() {

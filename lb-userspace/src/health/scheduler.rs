@@ -148,6 +148,19 @@ impl Scheduler {
     /// backend stays DOWN until `rise` successes), a new backend starts UP.
     pub fn start(&mut self, key: BackendKey, address: SocketAddrV4, check: HealthCheck) {
         let up = self.status(&key).is_none_or(|status| status.up);
+        self.start_in(key, address, check, up);
+    }
+
+    /// Starts checking `key` in a given state: DOWN needs `rise` successes
+    /// to come UP (a backend restored DOWN after a restart, or one whose
+    /// path is missing). No event is sent for the starting state.
+    pub fn start_in(
+        &mut self,
+        key: BackendKey,
+        address: SocketAddrV4,
+        check: HealthCheck,
+        up: bool,
+    ) {
         let counter = HealthCounter::with_state(check.rise, check.fall, up);
         let status = Arc::new(Mutex::new(BackendStatus {
             address,
@@ -183,6 +196,16 @@ impl Scheduler {
     /// stops the ones not there, starts new ones, and replaces those whose
     /// address or check changed. Unchanged checks keep running undisturbed.
     pub fn sync(&mut self, desired: Vec<(BackendKey, SocketAddrV4, HealthCheck)>) {
+        self.sync_with(desired, |_| false);
+    }
+
+    /// [`Scheduler::sync`] where a check started for a backend that
+    /// `starts_down` names starts DOWN rather than UP.
+    pub fn sync_with(
+        &mut self,
+        desired: Vec<(BackendKey, SocketAddrV4, HealthCheck)>,
+        starts_down: impl Fn(&BackendKey) -> bool,
+    ) {
         let wanted: HashMap<&BackendKey, ()> =
             desired.iter().map(|(key, _, _)| (key, ())).collect();
         self.tasks.retain(|key, _| wanted.contains_key(key));
@@ -191,9 +214,26 @@ impl Scheduler {
                 .status(&key)
                 .is_some_and(|status| status.address == address && status.check == check);
             if !unchanged {
-                self.start(key, address, check);
+                let up = match self.status(&key) {
+                    Some(status) => status.up,
+                    None => !starts_down(&key),
+                };
+                self.start_in(key, address, check, up);
             }
         }
+    }
+
+    /// Restarts a checked backend's counter fully DOWN (its path is gone):
+    /// it comes back only after `rise` successful checks. Returns whether
+    /// it was checked.
+    pub fn hold_down(&mut self, key: &BackendKey) -> bool {
+        let Some(status) = self.status(key) else {
+            return false;
+        };
+        if status.up || status.health > 0 {
+            self.start_in(key.clone(), status.address, status.check, false);
+        }
+        true
     }
 
     /// The backends being checked.

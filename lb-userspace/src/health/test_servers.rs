@@ -24,6 +24,9 @@ pub enum Behaviour {
     Tls,
     /// The same, speaking TLS 1.2 only (like many older Windows servers).
     Tls12,
+    /// A TLS server with no certificate for any name: its TLS stack
+    /// answers the ClientHello with an alert.
+    TlsNoCert,
 }
 
 /// A running server; stops when dropped.
@@ -79,6 +82,7 @@ impl TestServer {
                 &rustls::version::TLS12,
             ])),
             Behaviour::Tls12 => Some(tls_acceptor(&[&rustls::version::TLS12])),
+            Behaviour::TlsNoCert => Some(certless_acceptor()),
             _ => None,
         };
         let shared = (
@@ -108,7 +112,7 @@ impl TestServer {
                             let _keep_open = stream;
                             std::future::pending::<()>().await;
                         }
-                        Behaviour::Tls | Behaviour::Tls12 => {
+                        Behaviour::Tls | Behaviour::Tls12 | Behaviour::TlsNoCert => {
                             if let Ok(tls) = acceptor.unwrap().accept(stream).await {
                                 answer(Box::new(tls)).await;
                             }
@@ -173,6 +177,29 @@ async fn answer_http(
 }
 
 /// A TLS acceptor with a self-signed certificate for `localhost`.
+/// Resolves no certificate, whatever the client asks for.
+#[derive(Debug)]
+struct NoCertificate;
+
+impl rustls::server::ResolvesServerCert for NoCertificate {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        None
+    }
+}
+
+fn certless_acceptor() -> tokio_rustls::TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(NoCertificate));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 fn tls_acceptor(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> tokio_rustls::TlsAcceptor {

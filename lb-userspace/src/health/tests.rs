@@ -76,6 +76,27 @@ async fn tls_hello_passes_against_a_tls_1_2_server() {
 }
 
 #[tokio::test]
+async fn tls_hello_passes_when_the_server_answers_with_an_alert() {
+    // A real TLS stack (rustls) without a certificate refuses the hello
+    // with an access_denied alert (49): alive, as HAProxy's ssl-hello-chk
+    // says.
+    let server = TestServer::start(Behaviour::TlsNoCert, 200).await;
+    let result = run(&check(CheckKind::TlsHello), server.address).await;
+    assert_eq!(result.outcome, Ok("TLS alert 49".to_string()));
+}
+
+#[test]
+fn only_tls_alert_records_read_as_alerts() {
+    use super::check::tls_alert_answer;
+    let alert = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+    assert_eq!(tls_alert_answer(&alert), Some("TLS alert 40".into()));
+    assert_eq!(tls_alert_answer(&alert[..3]), Some("TLS alert".into()));
+    assert_eq!(tls_alert_answer(&[0x16, 0x03, 0x03, 0x00, 0x7a]), None);
+    assert_eq!(tls_alert_answer(b"HTTP/1.1 400 Bad Request\r\n"), None);
+    assert_eq!(tls_alert_answer(&[]), None);
+}
+
+#[tokio::test]
 async fn tls_hello_fails_against_plain_servers() {
     // An HTTP server answers the ClientHello with bytes that are not TLS.
     let http = TestServer::start(Behaviour::Http, 400).await;

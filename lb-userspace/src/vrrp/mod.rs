@@ -4,7 +4,7 @@
 //! (`garp`), and `runtime`, the agent's VRRP thread that drives it all
 //! (timers, adverts, VIPs, tracking probes, the lease, resume).
 //!
-//! The lease (DESIGN.md, "Agent death and restart"): the agent refreshes a
+//! The lease (docs/architecture.md, "The lease"): the agent refreshes a
 //! timestamp in a map every advertisement interval while VRRP runs; the XDP
 //! program treats the VIPs as inactive (no forwarding, no ARP answers) once
 //! the lease is older than the master-down interval, which is when the peer

@@ -4,7 +4,7 @@
 //! Why one BPF_PROG_TEST_RUN call per packet: with `repeat = N` the kernel
 //! runs the program N times on the same buffer, and from the second run on
 //! `lb` sees its own rewritten output, which is not ours and passes: a repeat
-//! loop times the wrong path (TOOLCHAIN.md). So every packet is one call with
+//! loop times the wrong path (docs/architecture.md, "Measuring the XDP program"). So every packet is one call with
 //! `repeat = 1`, timed by the kernel (`duration`), and the fixed cost of a
 //! call is taken out by timing an empty program the same way. Every timed
 //! call's verdict is checked, and the service counters and reason counters
@@ -122,13 +122,20 @@ struct Options {
     /// VRRP mode: the lease enforced (and fresh), VIP and SNAT addresses
     /// gated by it, to time what the lease check costs there.
     vrrp: bool,
+    /// A smoke run: every case and check, few calls, no figures kept. It
+    /// proves the bench builds and runs (CI), it measures nothing.
+    quick: bool,
 }
+
+/// `--quick`: calls per case and round, and warm-up calls.
+const QUICK_CALLS: usize = 200;
 
 fn options() -> Result<Options> {
     let mut o = Options {
         calls: CALLS,
         rounds: ROUNDS,
         vrrp: false,
+        quick: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -150,9 +157,14 @@ fn options() -> Result<Options> {
             "--calls" => o.calls = value("--calls")?,
             "--rounds" => o.rounds = value("--rounds")?,
             "--vrrp" => o.vrrp = true,
+            "--quick" => {
+                o.quick = true;
+                o.calls = QUICK_CALLS;
+                o.rounds = 1;
+            }
             "-h" | "--help" => {
                 println!(
-                    "lb-bench [--calls N (per case and round, default {CALLS})] [--rounds N (default {ROUNDS})] [--vrrp (lease enforced and fresh)]"
+                    "lb-bench [--calls N (per case and round, default {CALLS})] [--rounds N (default {ROUNDS})] [--vrrp (lease enforced and fresh)] [--quick (a smoke run: {QUICK_CALLS} calls, 1 round, no results written; measures nothing)]"
                 );
                 std::process::exit(0);
             }
@@ -182,8 +194,13 @@ fn run() -> Result<()> {
     let mut round_medians: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut all_calls: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
 
+    let warmup = if opts.quick {
+        QUICK_CALLS
+    } else {
+        WARMUP_CALLS
+    };
     for case in cases {
-        lab.batch(case, WARMUP_CALLS)
+        lab.batch(case, warmup)
             .with_context(|| format!("warm-up of case {}", case.name()))?;
     }
     for round in 0..opts.rounds {
@@ -214,13 +231,18 @@ fn run() -> Result<()> {
     let mut rows = test_run_rows(&raw, Case::Empty.name(), Case::Baseline.name(), &method);
     drop(lab);
 
-    for n in MAGLEV_BACKENDS {
+    let (maglev_sizes, maglev_runs) = if opts.quick {
+        (&MAGLEV_BACKENDS[..1], 1)
+    } else {
+        (&MAGLEV_BACKENDS[..], MAGLEV_RUNS)
+    };
+    for &n in maglev_sizes {
         rows.push(Row {
             case: format!("maglev_build_{n}"),
-            ns_per_packet: maglev_build_ns(n),
+            ns_per_packet: maglev_build_ns(n, maglev_runs),
             ns_net: None,
             ratio_to_baseline: None,
-            method: format!("wall clock, median of {MAGLEV_RUNS} builds (M = {RING}, weights 1)"),
+            method: format!("wall clock, median of {maglev_runs} builds (M = {RING}, weights 1)"),
         });
     }
 
@@ -228,6 +250,13 @@ fn run() -> Result<()> {
         v.sort_unstable();
     }
     print_report(&rows, &round_medians, &all_calls, &cases, &method, &info);
+    if opts.quick {
+        println!(
+            "Quick run: every case ran and was checked, but {QUICK_CALLS} calls in one round \
+             measure nothing; no results written."
+        );
+        return Ok(());
+    }
     write_json(&rows)
 }
 
@@ -299,10 +328,17 @@ fn print_report(
     }
 }
 
+/// Writes `bench/xdp.json` in the target directory this program was built
+/// in (`target/release/lb-bench` -> `target/bench/`).
 fn write_json(rows: &[Row]) -> Result<()> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench");
-    std::fs::create_dir_all(dir).with_context(|| format!("could not create {dir}"))?;
-    let path = format!("{dir}/xdp.json");
+    let exe = std::env::current_exe().context("could not find the running executable")?;
+    let target = exe
+        .parent()
+        .and_then(|profile| profile.parent())
+        .context("the running executable is not in a target/<profile> directory")?;
+    let dir = target.join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let path = dir.join("xdp.json").display().to_string();
     let json = serde_json::to_string_pretty(rows).context("could not encode the results")?;
     std::fs::write(&path, json + "\n").with_context(|| format!("could not write {path}"))?;
     let shown = std::fs::canonicalize(&path).map_or(path, |p| p.display().to_string());
@@ -311,7 +347,7 @@ fn write_json(rows: &[Row]) -> Result<()> {
 }
 
 /// Median wall-clock time of building a ring of `n` backends of weight 1.
-fn maglev_build_ns(n: u32) -> f64 {
+fn maglev_build_ns(n: u32, runs: usize) -> f64 {
     let names: Vec<String> = (1..=n).map(|i| format!("backend-{i}")).collect();
     let backends: Vec<MaglevBackend<'_>> = names
         .iter()
@@ -322,7 +358,7 @@ fn maglev_build_ns(n: u32) -> f64 {
             weight: 1,
         })
         .collect();
-    let mut times: Vec<u64> = (0..MAGLEV_RUNS)
+    let mut times: Vec<u64> = (0..runs)
         .map(|_| {
             let t = Instant::now();
             let table = maglev::build(std::hint::black_box(&backends), RING);

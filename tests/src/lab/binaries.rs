@@ -27,11 +27,20 @@ fn profile_dir() -> Result<PathBuf> {
     })
 }
 
-fn find(name: &str, how_to_build: &str) -> Result<PathBuf> {
-    let path = profile_dir()?.join(name);
+/// `name` (a binary of `package`) next to the running executable, or an
+/// error that says how to build it in the same profile.
+fn find(name: &str, package: &str) -> Result<PathBuf> {
+    let profile = profile_dir()?;
+    let path = profile.join(name);
     if !is_executable(&path) {
+        let flag = if profile.ends_with("release") {
+            " --release"
+        } else {
+            ""
+        };
         bail!(
-            "{name} binary missing: expected {} ; build it first with `{how_to_build}`",
+            "{name} binary missing: expected {}; build it with `cargo build{flag} -p {package} --bin {name}` \
+             (`cargo xtask demo`, `bench` and `test` build it themselves)",
             path.display()
         );
     }
@@ -76,18 +85,13 @@ pub fn lbd() -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    let flag = if profile.ends_with("release") {
-        " --release"
-    } else {
-        ""
-    };
-    find("lbd", &format!("cargo build{flag} -p lb-userspace"))
+    find("lbd", "lb-userspace")
 }
 
 pub fn lab_server() -> Result<PathBuf> {
-    find("lab-server", "cargo build -p lb-tests --bins")
+    find("lab-server", "lb-tests")
 }
 
 pub fn lab_client() -> Result<PathBuf> {
-    find("lab-client", "cargo build -p lb-tests --bins")
+    find("lab-client", "lb-tests")
 }

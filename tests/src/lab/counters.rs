@@ -29,7 +29,7 @@ pub struct DatapathCounters {
     pub flow_entries: usize,
 }
 
-/// Finds the directory holding the maps: `<node dir>/v<layout>/` as DESIGN.md
+/// Finds the directory holding the maps: `<node dir>/v<layout>/` as docs/architecture.md ("Pins and the layout version")
 /// lays out, or the node directory itself.
 pub fn map_dir(node_pin_dir: &Path) -> Result<PathBuf> {
     let versioned = node_pin_dir.join(format!("v{}", lb_common::LAYOUT_VERSION));

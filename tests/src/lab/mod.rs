@@ -30,7 +30,7 @@
 //! up next to the running executable (see [`binaries`]): build it first
 //! with `cargo build -p lb-userspace`. Teardown (Drop, also on panic) kills
 //! every process in the lab's namespaces, detaches `lab_pass`, removes
-//! `/sys/fs/bpf/lb/<node>`, `/run/lbd/<node>.sock` and `.lock`, `/var/lib/lbd/<node>.state`,
+//! `/sys/fs/bpf/lb/<node>`, `/run/lbd/<node>.sock`, `.lock` and `.health`, `/var/lib/lbd/<node>.state`,
 //! the namespaces and the scratch directory. A new lab removes leftovers of
 //! labs whose process died.
 

@@ -17,7 +17,7 @@ use super::topology::{self, Plan, Role, Shape};
 use super::xdp_peer::SwitchPrograms;
 use super::{binaries, names, netns};
 
-/// Where lbd pins its maps and link, per node (see DESIGN.md).
+/// Where lbd pins its maps and link, per node (docs/architecture.md, "Pins and the layout version").
 pub const BPFFS_LB_DIR: &str = "/sys/fs/bpf/lb";
 
 /// Offloads that must be off on every lab veth: locally generated packets
@@ -499,6 +499,7 @@ fn remove_agent_files(node: &str, problems: &mut Vec<String>) {
         format!("/run/lbd/{node}.sock"),
         format!("/run/lbd/{node}.lock"),
         format!("/run/lbd/{node}.ahseq"),
+        format!("/run/lbd/{node}.health"),
         format!("/var/lib/lbd/{node}.state"),
     ] {
         if let Err(e) = ignore_missing(std::fs::remove_file(&file)) {
@@ -524,33 +525,61 @@ fn wait_until_empty(netns: &str) {
     }
 }
 
-/// Removes namespaces and pins left by labs of this kind whose process is
-/// gone (or that carry the prefix we are about to use).
+/// Removes what labs of this kind left behind when their process died
+/// (killed, or stopped before its teardown): namespaces with their
+/// processes, pins and agent files, and the scratch directory. Also takes
+/// anything carrying the prefix we are about to use (a dead process with
+/// our pid made it). One line per lab, so a killed demo's leftovers read as
+/// what they are, not as a conflict.
 fn remove_stale_labs(hint: &str, our_prefix: &str) {
-    let Ok(all) = netns::list() else { return };
-    for name in all {
-        let Some((prefix, pid)) = names::parse(hint, &name) else {
-            continue;
-        };
-        if names::is_stale(&prefix, pid, our_prefix) {
-            eprintln!("removing stale lab namespace {name}");
-            netns::kill_all_in(&name);
-            wait_until_empty(&name);
-            netns::delete(&name).ok();
+    let mut announced: Vec<String> = Vec::new();
+    let mut announce = |prefix: &str, pid: u32| {
+        if !announced.iter().any(|p| p == prefix) {
+            eprintln!(
+                "removing lab {prefix}, left behind by process {pid}, which is gone (killed before its teardown)"
+            );
+            announced.push(prefix.to_string());
+        }
+    };
+    if let Ok(all) = netns::list() {
+        for name in all {
+            let Some((prefix, pid)) = names::parse(hint, &name) else {
+                continue;
+            };
+            if names::is_stale(&prefix, pid, our_prefix) {
+                announce(&prefix, pid);
+                netns::kill_all_in(&name);
+                wait_until_empty(&name);
+                netns::delete(&name).ok();
+            }
         }
     }
-    let Ok(pins) = std::fs::read_dir(BPFFS_LB_DIR) else {
-        return;
-    };
-    for entry in pins.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((prefix, pid)) = names::parse(hint, &name) else {
-            continue;
-        };
-        if names::is_stale(&prefix, pid, our_prefix) {
-            eprintln!("removing stale lab pins {}", entry.path().display());
-            let mut ignored = Vec::new();
-            remove_agent_files(&name, &mut ignored);
+    if let Ok(pins) = std::fs::read_dir(BPFFS_LB_DIR) {
+        for entry in pins.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((prefix, pid)) = names::parse(hint, &name) else {
+                continue;
+            };
+            if names::is_stale(&prefix, pid, our_prefix) {
+                announce(&prefix, pid);
+                let mut ignored = Vec::new();
+                remove_agent_files(&name, &mut ignored);
+            }
+        }
+    }
+    if let Ok(dirs) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in dirs.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(prefix) = name.strip_prefix(LAB_DIR_PREFIX) else {
+                continue;
+            };
+            let Some((prefix, pid)) = names::parse_prefix(hint, prefix) else {
+                continue;
+            };
+            if names::is_stale(&prefix, pid, our_prefix) {
+                announce(&prefix, pid);
+                std::fs::remove_dir_all(entry.path()).ok();
+            }
         }
     }
 }

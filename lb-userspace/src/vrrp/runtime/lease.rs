@@ -1,5 +1,5 @@
-//! The agent's lease in the data path (DESIGN.md, "Agent death and
-//! restart"): renewed by every advert a master sends, valid until a peer
+//! The agent's lease in the data path (docs/architecture.md, "The
+//! lease"): renewed by every advert a master sends, valid until a peer
 //! could take over, so the XDP program stops serving the VIPs of a node
 //! whose VRRP thread (or whole agent) has stopped just before the peer
 //! takes over. A graceful stop expires it at once.

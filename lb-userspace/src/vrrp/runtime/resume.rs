@@ -1,5 +1,5 @@
-//! Whether a starting agent resumes as master (DESIGN.md, "Agent death and
-//! restart"). The lease is fresh only if the previous agent renewed it
+//! Whether a starting agent resumes as master (docs/architecture.md, "The
+//! lease"). The lease is fresh only if the previous agent renewed it
 //! within the master-down interval, so the peer has not taken over yet;
 //! the VIPs on the interface say this instance was master. Both together:
 //! stay master with no failover. Anything else: start as backup (and take
