@@ -20,4 +20,4 @@ pub use maps::*;
 /// Bumped whenever a map's key/value layout or meaning changes. Pins live under
 /// `/sys/fs/bpf/lb/<node>/v<LAYOUT_VERSION>/`, so an agent never adopts maps of
 /// another layout (aya does not check an existing pin's layout).
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;

@@ -175,6 +175,13 @@ pub mod flow_state {
     /// more is owed, so a new connection may take over the SNAT port at once
     /// and the agent collects the pair after `tcp_closed`.
     pub const CLOSED: u8 = 6;
+    /// Both half-open entries of a connection the program accepted with a
+    /// SYN cookie: the client's handshake is complete, the backend's is in
+    /// progress (the program sent the SYN and completes it itself). The
+    /// client's segments are dropped until then; the client-side entry keeps
+    /// our ISN (the cookie) in `Flow::expect_ack` and the client's window in
+    /// `Flow::seq_offset`.
+    pub const SYN_COOKIE: u8 = 7;
 }
 
 /// `Flow::fin`: how far the close of a TCP connection got, seen from the
@@ -218,9 +225,11 @@ pub struct Flow {
     /// the sequence number after the other direction's FIN with
     /// `fin_flags::PEER_SENT`.
     pub expect_ack: u32,
-    /// Host byte order. Added to the sequence numbers of this direction's
-    /// segments (and subtracted from the acknowledgements going back) once
-    /// SYN cookies answer handshakes in place of the backend; 0 until then.
+    /// Host byte order. The backend's ISN minus ours (the SYN cookie) on
+    /// both entries of a connection accepted with a SYN cookie, 0 on every
+    /// other: TO_BACKEND segments get `ack_seq += seq_offset`, TO_CLIENT
+    /// segments `seq -= seq_offset`. (A `SYN_COOKIE` half-open entry uses it
+    /// otherwise, see there.)
     pub seq_offset: u32,
     /// bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) of the last packet,
     /// written at most about once per [`REFRESH_NS`], and at every change of
@@ -305,6 +314,11 @@ pub mod settings_flags {
     /// enforced. Without it the deadline is ignored (single node: this node
     /// always holds its VIPs).
     pub const LEASE: u32 = 1 << 0;
+    /// `syn_cookies = "always"`: every SYN to a service is answered with a
+    /// SYN cookie (tests, or a node known to be under attack).
+    pub const SYN_COOKIES_ALWAYS: u32 = 1 << 1;
+    /// `syn_cookies = "never"`: no SYN cookie is sent or accepted.
+    pub const SYN_COOKIES_NEVER: u32 = 1 << 2;
 }
 
 /// `settings[0]`: node-wide knobs.
@@ -322,6 +336,12 @@ pub struct Settings {
     /// (bpf_ktime_get_coarse_ns) is past it; 0 means expired or never set.
     /// Written by the agent's VRRP thread only.
     pub lease_deadline_ns: u64,
+    /// `syn_cookies = "auto"` (neither `SYN_COOKIES_*` flag): a CPU answers
+    /// SYNs with SYN cookies once it has opened more than this many
+    /// handshakes in the current one-second window; 0: never for the rate
+    /// (SYNs still get a cookie when no SNAT port is free).
+    pub syn_cookie_rate: u32,
+    pub _pad: u32,
 }
 
 impl Settings {
@@ -389,7 +409,7 @@ mod tests {
         assert_eq!(size_of::<Flow>(), 56);
         assert_eq!(size_of::<PersistKey>(), 8);
         assert_eq!(size_of::<Persist>(), 16);
-        assert_eq!(size_of::<Settings>(), 16);
+        assert_eq!(size_of::<Settings>(), 24);
         assert_eq!(size_of::<TrafficStats>(), 48);
         assert_eq!(size_of::<HopCache>(), 32);
     }

@@ -106,6 +106,17 @@ reasons! {
     /// A new connection took over the SNAT port of a closed one (FIN both
     /// ways and acknowledged, or RST) before the agent collected it.
     SNAT_PORT_TAKEN_OVER = 35, "snat_port_taken_over";
+    /// A SYN answered by the program itself with a SYN cookie SYN-ACK (SYN
+    /// rate over `syn_cookie_rate`, no SNAT port free, or
+    /// `syn_cookies = "always"`): no entry, no SNAT port.
+    TX_SYN_COOKIE = 36, "tx_syn_cookie";
+    /// A client ACK carrying a valid SYN cookie: the backend connection was
+    /// opened for it.
+    SYN_COOKIE_OK = 37, "syn_cookie_ok";
+    /// A SYN cookie handshake that cannot go on: the backend answered the
+    /// program's SYN with something else than its SYN-ACK (a RST, a wrong
+    /// ACK number), or the kernel makes no cookies. Dropped.
+    DROP_SYN_COOKIE_BAD = 38, "drop_syn_cookie_bad";
 }
 
 #[cfg(test)]

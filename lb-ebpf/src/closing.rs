@@ -10,7 +10,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    Flow, fin_flags, flow_state,
+    Flow, direction, fin_flags, flow_state,
     headers::{IPV4_MIN_HLEN, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHdr},
 };
 
@@ -51,7 +51,13 @@ fn step(pkt: &Packet, f: &mut Flow, th: &TcpHdr, now: u64) {
     if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         // The client opens a new connection on the same 5-tuple (as a host
         // may once its TIME_WAIT allows): the pair is open again, and its
-        // SNAT port no longer free for a takeover.
+        // SNAT port no longer free for a takeover. It is the backend's
+        // handshake now, not ours: no sequence offset.
+        f.seq_offset = 0;
+        if let Some(peer) = FLOWS.get_ptr_mut(&peer_key(pkt, f)) {
+            // SAFETY: a live map value, one field written.
+            unsafe { (*peer).seq_offset = 0 };
+        }
         set_pair(pkt, f, flow_state::ESTABLISHED, now);
         return;
     }
@@ -60,9 +66,16 @@ fn step(pkt: &Packet, f: &mut Flow, th: &TcpHdr, now: u64) {
         return;
     }
     let new_fin = flags & TCP_FIN != 0 && f.fin & fin_flags::SENT == 0;
+    // `expect_ack` is in the peer's sequence space; a client of a SYN cookie
+    // connection acknowledges in ours (`Flow::seq_offset`, 0 otherwise).
+    let ack = if f.direction == direction::TO_BACKEND {
+        u32::from_be(th.ack_seq).wrapping_add(f.seq_offset)
+    } else {
+        u32::from_be(th.ack_seq)
+    };
     let acks_peer_fin = flags & TCP_ACK != 0
         && f.fin & (fin_flags::PEER_SENT | fin_flags::PEER_ACKED) == fin_flags::PEER_SENT
-        && (u32::from_be(th.ack_seq).wrapping_sub(f.expect_ack) as i32) >= 0;
+        && (ack.wrapping_sub(f.expect_ack) as i32) >= 0;
     if !new_fin && !acks_peer_fin {
         return;
     }

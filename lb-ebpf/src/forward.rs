@@ -17,6 +17,7 @@ use crate::{
     flowkey::flow_key,
     maps::FLOWS,
     packet::{Packet, ptr_at},
+    syncookie,
 };
 
 /// Forwards a packet that hit `flows`. Follows the connection's close and,
@@ -33,6 +34,10 @@ pub fn established(ctx: &XdpContext, pkt: &Packet, entry: *mut Flow, now: u64) -
     if now.wrapping_sub(f.last_seen_ns) > REFRESH_NS {
         f.last_seen_ns = now;
         refresh(ctx, pkt, f, now);
+    }
+    // A connection accepted with a SYN cookie; every other pays this test.
+    if f.seq_offset != 0 {
+        syncookie::translate(ctx, pkt, f);
     }
     send(ctx, pkt, f)
 }
@@ -59,6 +64,7 @@ fn refresh(ctx: &XdpContext, pkt: &Packet, f: &mut Flow, now: u64) {
     }
     // The peer carries packets back to this packet's sender.
     let mut peer = reply_entry(pkt, f.backend_id, f.service_id, f.state, now);
+    peer.seq_offset = f.seq_offset;
     if f.direction == direction::TO_CLIENT {
         // Toward the backend the next hop comes from the FIB, not from the
         // frame (which came from the backend's side).

@@ -4,7 +4,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    Flow, IPPROTO_TCP, IPPROTO_UDP, csum,
+    Flow, IPPROTO_TCP, IPPROTO_UDP, csum, direction, flow_state,
     headers::{ICMP_HLEN, IPV4_MIN_HLEN, IcmpHdr, Ipv4Hdr},
     reason,
 };
@@ -88,9 +88,27 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> u32 {
             flow.nat_src_ip,
         );
         let q_check = csum::apply(q.check, q_addr_diff);
+        // A quote of a segment we sent a client of a SYN cookie connection
+        // carries our sequence number; the backend ignores an error whose
+        // quoted number is outside its own window (Linux: "out of window
+        // ICMP"), so it gets its own.
+        let mut seq_diff = 0;
+        // (A SYN_COOKIE half-open entry keeps another value there.)
+        if flow.seq_offset != 0
+            && flow.direction == direction::TO_BACKEND
+            && flow.state != flow_state::SYN_COOKIE
+        {
+            // The sequence number is the quote's words 2 and 3, in network
+            // order: as a native u32 (little-endian), word 2 is its low half.
+            let old = qp[2] as u32 | (qp[3] as u32) << 16;
+            let new = u32::from_be(old).wrapping_add(flow.seq_offset).to_be();
+            qp[2] = new as u16;
+            qp[3] = (new >> 16) as u16;
+            seq_diff = csum::diff32(0, old, new);
+        }
         let icmp_diff = csum::diff16(
             csum::diff16(
-                csum::diff16(q_addr_diff, q.check, q_check),
+                csum::diff16(q_addr_diff + seq_diff, q.check, q_check),
                 qp[0],
                 flow.nat_dst_port,
             ),

@@ -75,6 +75,25 @@ pub struct Scratch {
     pub fib: aya_ebpf::bindings::bpf_fib_lookup,
     pub fwd: lb_common::Flow,
     pub rev: lb_common::Flow,
+    /// The headers handed to the SYN cookie helpers (`syncookie.rs`): a copy,
+    /// because a variable-length TCP header in the packet cannot be proven
+    /// in bounds to the verifier, and the ACK's copy is edited.
+    pub cookie_ip: lb_common::headers::Ipv4Hdr,
+    pub cookie_tcp: [u32; 15],
+    /// What a valid cookie's ACK tells `open` (`syncookie::check_ack`):
+    /// the MSS the cookie encodes, for the SYN to the backend; the state
+    /// (`flow_state::SYN_COOKIE`), our ISN and the client's window, for the
+    /// half-open entry. `open` clears the last three, so they are 0 for
+    /// every other packet.
+    pub cookie_mss: u16,
+    pub cookie_state: u8,
+    pub _pad: u8,
+    pub cookie_isn: u32,
+    pub cookie_window: u32,
+    /// This CPU's SYNs to services in the current one-second window (the
+    /// SYN cookie trigger, `syncookie::pressure`).
+    pub window_syns: u32,
+    pub window_start_ns: u64,
 }
 
 #[btf_map(name = "scratch")]

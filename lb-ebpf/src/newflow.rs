@@ -19,7 +19,7 @@ use crate::{
     forward::{reply_entry, send, send_copy},
     maps::{BACKENDS, FLOWS, HALF_OPEN, MAGLEV, PERSIST, SCRATCH, SETTINGS},
     packet::{Packet, ptr_at},
-    rst,
+    rst, syncookie,
 };
 
 /// SNAT ports tried per new flow before giving up. Ports are per backend, so
@@ -48,25 +48,33 @@ pub fn to_service(
     if svc.flags & service_flags::ACTIVE == 0 {
         return counters::drop(reason::DROP_INACTIVE);
     }
-    if pkt.proto != IPPROTO_TCP {
-        return open(ctx, pkt, key, svc, now);
-    }
-    // The entry is copied by the callees, in their own frames: a copy here
-    // would sit in the program's main frame, which every call chain pays.
-    if let Some(h) = HALF_OPEN.get_ptr_mut(key) {
-        if pkt.tcp_flags & (TCP_SYN | TCP_RST) == 0 {
-            return promote(ctx, pkt, key, h, now);
+    // One call of `open` for everything that opens a flow: the verifier
+    // walks a function once per call site, and `open` is the largest.
+    if pkt.proto == IPPROTO_TCP {
+        // The entry is copied by the callees, in their own frames: a copy
+        // here would sit in the program's main frame, which every call
+        // chain pays.
+        if let Some(h) = HALF_OPEN.get_ptr_mut(key) {
+            if pkt.tcp_flags & (TCP_SYN | TCP_RST) == 0 {
+                return promote(ctx, pkt, key, h, now);
+            }
+            // A retransmitted SYN, or a client aborting its handshake.
+            return send_copy(ctx, pkt, h);
         }
-        // A retransmitted SYN, or a client aborting its handshake.
-        return send_copy(ctx, pkt, h);
+        if pkt.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+            if pkt.tcp_flags & TCP_RST != 0 {
+                return counters::drop(reason::DROP_RST_NO_FLOW);
+            }
+            // The third segment of a handshake answered with a SYN cookie
+            // matches nothing either: checked before a RST answers it.
+            if pkt.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_ACK || !syncookie::check_ack(ctx, pkt) {
+                return rst::answer(ctx, pkt, reason::TX_RST_NO_FLOW);
+            }
+        } else if syncookie::pressure(now) {
+            return syncookie::answer_syn(ctx, pkt);
+        }
     }
-    if pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        return open(ctx, pkt, key, svc, now);
-    }
-    if pkt.tcp_flags & TCP_RST != 0 {
-        return counters::drop(reason::DROP_RST_NO_FLOW);
-    }
-    rst::answer(ctx, pkt, reason::TX_RST_NO_FLOW)
+    open(ctx, pkt, key, svc, now)
 }
 
 /// A client segment on a handshake in progress. It completes the handshake
@@ -124,6 +132,9 @@ fn promote(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, h: *const Flow, now: u
 pub fn handshake_reply(ctx: &XdpContext, pkt: &Packet, h: *const Flow) -> u32 {
     // SAFETY: a live map value (RCU keeps it readable for this run), copied.
     let f = unsafe { *h };
+    if f.state == flow_state::SYN_COOKIE {
+        return syncookie::complete(ctx, pkt, &f);
+    }
     if pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK {
         if let Some(th) = ptr_at::<TcpHdr>(ctx, pkt.l4_off) {
             // SAFETY: bounds-checked by ptr_at.
@@ -218,10 +229,64 @@ fn pick_backend(pkt: &Packet, svc: &ServiceInfo, hash: u32, now: u64) -> u32 {
     }
 }
 
-/// A new connection (TCP SYN) or first datagram (UDP).
+/// A new connection (TCP SYN), first datagram (UDP), or the ACK of a valid
+/// SYN cookie (`syncookie::check_ack`), which opens the backend connection
+/// the cookie's SYN-ACK stood for.
 #[inline(never)]
 fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u64) -> u32 {
+    // One call site for the cookie SYN-ACK (the verifier walks a function
+    // once per call site).
+    match open_flow(ctx, pkt, key, svc, now) {
+        ANSWER_WITH_COOKIE => syncookie::answer_syn(ctx, pkt),
+        verdict => verdict,
+    }
+}
+
+/// Whether the flow `open` is opening is a SYN cookie's, read back from the
+/// entry in scratch memory rather than kept in a register: a register
+/// holding it would split every state the verifier walks through the port
+/// claim in two (about 170,000 verified instructions more).
+#[inline(always)]
+fn accepted_cookie(fwd: &Flow) -> bool {
+    // SAFETY: a field of a live reference.
+    unsafe { core::ptr::read_volatile(&fwd.state) == flow_state::SYN_COOKIE }
+}
+
+/// What [`open_flow`] returns for a SYN that gets a SYN cookie instead.
+const ANSWER_WITH_COOKIE: u32 = u32::MAX;
+
+#[inline(always)]
+fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u64) -> u32 {
     let tcp = pkt.proto == IPPROTO_TCP;
+    // The forward entry is assembled in per-CPU scratch memory (stack limit).
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return counters::drop(reason::DROP_TABLE_FULL);
+    };
+    // SAFETY: this CPU's scratch row, alive for the whole program run.
+    let fwd = unsafe { &mut (*scratch).fwd };
+    fwd.state = if tcp {
+        flow_state::SYN
+    } else {
+        flow_state::UDP
+    };
+    fwd.fin = 0;
+    fwd._pad = 0;
+    // A SYN cookie's ACK (`syncookie::check_ack`) left its state, our ISN
+    // and the client's window in scratch; for anything else they are 0.
+    // Taken without a branch (one here would split every state the
+    // verifier walks through the port claim in two), and cleared before any
+    // way out of `open`.
+    // SAFETY: this CPU's scratch row.
+    unsafe {
+        let sc = &mut *scratch;
+        const _: () = assert!(flow_state::SYN | flow_state::SYN_COOKIE == flow_state::SYN_COOKIE);
+        fwd.state |= sc.cookie_state;
+        fwd.expect_ack = sc.cookie_isn;
+        fwd.seq_offset = sc.cookie_window;
+        sc.cookie_state = 0;
+        sc.cookie_isn = 0;
+        sc.cookie_window = 0;
+    }
     let tuple_hash = flow_hash(pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto);
     let hash = if svc.flags & service_flags::SCHED_FLOW != 0 {
         tuple_hash
@@ -240,12 +305,6 @@ fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u
         Some(b) if b.flags & backend_flags::IN_USE != 0 => *b,
         _ => return counters::drop(reason::DROP_BAD_BACKEND),
     };
-    // The forward entry is assembled in per-CPU scratch memory (stack limit).
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return counters::drop(reason::DROP_TABLE_FULL);
-    };
-    // SAFETY: this CPU's scratch row, alive for the whole program run.
-    let fwd = unsafe { &mut (*scratch).fwd };
     fwd.nat_src_ip = svc.snat_ip;
     fwd.nat_dst_ip = backend.ip;
     fwd.nat_src_port = 0;
@@ -253,21 +312,17 @@ fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u
     fwd.backend_id = backend_id;
     fwd.service_id = svc.id;
     fwd.direction = direction::TO_BACKEND;
-    fwd.state = if tcp {
-        flow_state::SYN
-    } else {
-        flow_state::UDP
-    };
-    fwd.fin = 0;
-    fwd._pad = 0;
-    fwd.expect_ack = 0;
-    fwd.seq_offset = 0;
     fwd.last_seen_ns = now;
     let fib_err = fib::next_hop_cached(ctx, backend_id, backend.ip, pkt, fwd);
     if fib_err != 0 {
         return counters::drop(fib_err);
     }
     let Some(snat_port) = claim_snat_port(pkt, fwd, tuple_hash) else {
+        // Ports held by handshakes (a spoofed flood holds them for the
+        // handshake timeout): a SYN cookie costs none.
+        if tcp && !accepted_cookie(fwd) && syncookie::allowed() {
+            return ANSWER_WITH_COOKIE;
+        }
         return counters::drop(reason::DROP_SNAT_EXHAUSTED);
     };
     fwd.nat_src_port = snat_port;
@@ -277,6 +332,10 @@ fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u
         // connection never opens two backend connections or two ports.
         let rev_key = flow_key(backend.ip, svc.snat_ip, backend.port, snat_port, pkt.proto);
         remove_new(tcp, &rev_key);
+        if accepted_cookie(fwd) {
+            // A copy of the ACK, or another CPU's: that one sent the SYN.
+            return counters::drop(reason::SYN_ALREADY_OPENING);
+        }
         if !copy_existing(tcp, key, fwd) {
             return counters::drop(reason::DROP_TABLE_FULL);
         }
@@ -294,6 +353,9 @@ fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u
             last_seen_ns: now,
         };
         let _ = PERSIST.insert(&pk, &pv, 0);
+    }
+    if accepted_cookie(fwd) {
+        return syncookie::connect(ctx, pkt, fwd);
     }
     counters::new_flow(svc.id, backend_id);
     send(ctx, pkt, fwd)

@@ -713,6 +713,7 @@ fn lease_and_apply_keep_each_others_fields() {
             snat_port_max: min + 999,
             flags: lb_common::settings_flags::LEASE,
             lease_deadline_ns: 0,
+            ..Default::default()
         };
         let desired = |min: u16| DesiredState {
             settings: settings(min),

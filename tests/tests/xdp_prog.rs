@@ -898,11 +898,21 @@ fn rst_on_an_established_flow_closes_the_pair() -> Result<()> {
 }
 
 #[test]
-fn snat_ports_all_taken_is_dropped() -> Result<()> {
+fn snat_ports_all_taken_is_dropped_without_syn_cookies() -> Result<()> {
     // A two-port range with both ports held by established flows to the
-    // same backend: every candidate (hashed or random) is taken.
+    // same backend: every candidate (hashed or random) is taken. (With SYN
+    // cookies allowed the SYN gets one instead: xdp_cookie.rs.)
     let mut h = lab()?;
-    h.set_settings(SNAT_MIN, SNAT_MIN + 1)?;
+    h.settings.set(
+        0,
+        lb_common::Settings {
+            snat_port_min: SNAT_MIN,
+            snat_port_max: SNAT_MIN + 1,
+            flags: lb_common::settings_flags::SYN_COOKIES_NEVER,
+            ..Default::default()
+        },
+        0,
+    )?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     let mut other = tcp_conn(&h, ROUTER, 1234, tcp_backend(1)).rev_flow(flow_state::ESTABLISHED);
     other.last_seen_ns = now_coarse_ns();
@@ -2000,6 +2010,7 @@ fn set_lease(h: &mut XdpHarness, enforced: bool, deadline_ns: u64) -> Result<()>
             0
         },
         lease_deadline_ns: deadline_ns,
+        ..Default::default()
     };
     h.settings.set(0, s, 0)?;
     Ok(())
@@ -2497,7 +2508,18 @@ fn half_closed_connection_keeps_its_data_flowing_and_stays_closing() -> Result<(
 /// A one-port SNAT range whose port is held by `conn`'s pair, closed or not.
 fn one_port_lab(state: u8) -> Result<(XdpHarness, Conn)> {
     let mut h = lab()?;
-    h.set_settings(SNAT_MIN, SNAT_MIN)?;
+    // No SYN cookies: a SYN that finds no port is dropped, which is what
+    // these cases look for (xdp_cookie.rs has the cookie instead).
+    h.settings.set(
+        0,
+        lb_common::Settings {
+            snat_port_min: SNAT_MIN,
+            snat_port_max: SNAT_MIN,
+            flags: lb_common::settings_flags::SYN_COOKIES_NEVER,
+            ..Default::default()
+        },
+        0,
+    )?;
     let mut conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
     conn.snat_port = SNAT_MIN;
     open_connection(&h, &conn)?;

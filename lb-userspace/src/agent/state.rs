@@ -17,12 +17,41 @@ use lb_common::{
 
 use super::{admin_view::AdminView, health_view::HealthView, state_file::SavedState};
 use crate::{
-    config::{Config, HealthCheck, Node, Scheduler, Service},
+    config::{Config, HealthCheck, Node, Scheduler, Service, SynCookies},
     dataplane::{DesiredService, DesiredState, FlowTimeouts, GcPolicy, Limits, neigh::Reach},
     health::{BackendKey, desired_checks},
     ids::{IdTable, backend_key},
     maglev::{self, MaglevBackend},
 };
+
+/// The SYN rate per CPU above which the program answers SYNs with SYN
+/// cookies (`syn_cookies = "auto"`): all CPUs together at this rate for a
+/// whole handshake timeout would hold half the SNAT range toward one
+/// backend, so a spoofed flood switches to cookies well before it can
+/// exhaust the ports, and a normal burst of connections does not. At
+/// least 1.
+pub fn syn_cookie_rate(snat_ports: u32, handshake: Duration, cpus: u32) -> u32 {
+    let secs = handshake.as_secs().max(1);
+    let node_wide = u64::from(snat_ports) / 2 / secs;
+    (node_wide / u64::from(cpus.max(1))).clamp(1, u64::from(u32::MAX)) as u32
+}
+
+/// The longest TCP handshake timeout (`tcp_syn`) of any service: how long
+/// a half-open entry and its SNAT port may be held.
+fn longest_handshake(config: &Config) -> Duration {
+    config
+        .services
+        .iter()
+        .map(|svc| svc.timeouts.tcp_syn)
+        .max()
+        .unwrap_or(Duration::from_secs(10))
+}
+
+/// The CPUs the program's per-CPU SYN counts are spread over (the one
+/// fact `desired_state` takes from the machine).
+fn online_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
 
 /// How long a removed service's or backend's id rests before reuse: longer
 /// than any flow or persistence entry can outlive it.
@@ -152,11 +181,23 @@ pub fn desired_state(
     // VRRP mode: the program enforces the agent's lease on the addresses
     // that move with VRRP (the deadline itself is the VRRP thread's).
     let vrrp = !config.vrrp.is_empty();
+    let mut flags = if vrrp { settings_flags::LEASE } else { 0 };
+    flags |= match node.syn_cookies {
+        SynCookies::Auto => 0,
+        SynCookies::Always => settings_flags::SYN_COOKIES_ALWAYS,
+        SynCookies::Never => settings_flags::SYN_COOKIES_NEVER,
+    };
     let settings = Settings {
         snat_port_min: node.snat_ports.min,
         snat_port_max: node.snat_ports.max,
-        flags: if vrrp { settings_flags::LEASE } else { 0 },
+        flags,
         lease_deadline_ns: 0,
+        syn_cookie_rate: syn_cookie_rate(
+            node.snat_ports.len(),
+            longest_handshake(config),
+            online_cpus(),
+        ),
+        _pad: 0,
     };
     let mut local: BTreeMap<u32, u32> = BTreeMap::new();
     let services = config
@@ -614,6 +655,33 @@ weight = 3
         let moving = local_addr_flags::VIP | local_addr_flags::SNAT | local_addr_flags::VRRP;
         assert!(d.local_addrs.contains(&(h.snat_ip, moving)));
         assert_eq!(d.local_addrs.len(), 3, "two service VIPs and 192.0.2.250");
+    }
+
+    #[test]
+    fn syn_cookie_rate_is_half_the_snat_range_per_handshake_timeout_per_cpu() {
+        // 27,000 ports held up to 10 s: 1,350 SYNs/s node-wide.
+        assert_eq!(syn_cookie_rate(27_000, Duration::from_secs(10), 1), 1_350);
+        assert_eq!(syn_cookie_rate(27_000, Duration::from_secs(10), 2), 675);
+        // Sub-second timeouts count as one second; never 0 (0 = off).
+        assert_eq!(syn_cookie_rate(1_000, Duration::from_millis(500), 1), 500);
+        assert_eq!(syn_cookie_rate(2, Duration::from_secs(10), 64), 1);
+    }
+
+    #[test]
+    fn syn_cookies_mode_sets_the_flags() {
+        let mut c = horizon();
+        let (d, _) = state(&c);
+        let cookie_flags = settings_flags::SYN_COOKIES_ALWAYS | settings_flags::SYN_COOKIES_NEVER;
+        assert_eq!(d.settings.flags & cookie_flags, 0, "auto by default");
+        assert!(d.settings.syn_cookie_rate >= 1);
+        for (mode, flag) in [
+            (SynCookies::Always, settings_flags::SYN_COOKIES_ALWAYS),
+            (SynCookies::Never, settings_flags::SYN_COOKIES_NEVER),
+        ] {
+            c.nodes.get_mut("lb1").unwrap().syn_cookies = mode;
+            let (d, _) = state(&c);
+            assert_eq!(d.settings.flags & cookie_flags, flag, "{mode:?}");
+        }
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub use schema::{Admin, AdminUser, Redirect, Role};
 pub use schema::{AuthType, Garp, Track, TrackCondition, Vrrp, VrrpAuth, VrrpVersion};
 pub use schema::{
     Backend, CheckKind, Config, HealthCheck, Limits, Mode, Node, PortRange, Protocol, Scheduler,
-    Service, StatusMatch, Timeouts, XdpMode,
+    Service, StatusMatch, SynCookies, Timeouts, XdpMode,
 };
 
 use report::Report;

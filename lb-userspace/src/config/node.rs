@@ -1,7 +1,7 @@
 //! `[node.NAME]`: the values that differ between the two hosts.
 
 use super::report::Report;
-use super::schema::{Node, PortRange, XdpMode};
+use super::schema::{Node, PortRange, SynCookies, XdpMode};
 use super::section::{At, Section, text};
 use super::values;
 
@@ -12,6 +12,7 @@ pub(super) struct NodeDraft {
     pub interface: Option<String>,
     pub xdp_mode: Option<XdpMode>,
     pub snat_ports: Option<At<PortRange>>,
+    pub syn_cookies: Option<SynCookies>,
 }
 
 /// Reads `[node]`; a config without any node is an error, since the agent
@@ -60,6 +61,11 @@ fn read_one(name: At<&str>, mut section: Section, report: &mut Report) -> Option
         }
     };
     let modes = [("native", XdpMode::Native), ("generic", XdpMode::Generic)];
+    let cookies = [
+        ("auto", SynCookies::Auto),
+        ("always", SynCookies::Always),
+        ("never", SynCookies::Never),
+    ];
     let draft = NodeDraft {
         interface: section
             .required(report, "interface", text(values::interface))
@@ -71,6 +77,12 @@ fn read_one(name: At<&str>, mut section: Section, report: &mut Report) -> Option
             text(|t| values::choice(t, &modes, &[])),
         ),
         snat_ports: section.required(report, "snat_ports", text(values::snat_port_range)),
+        syn_cookies: section.or_default(
+            report,
+            "syn_cookies",
+            SynCookies::Auto,
+            text(|t| values::choice(t, &cookies, &[])),
+        ),
         path: section.path.clone(),
         name,
     };
@@ -84,6 +96,7 @@ impl NodeDraft {
             interface: self.interface?,
             xdp_mode: self.xdp_mode?,
             snat_ports: self.snat_ports?.value,
+            syn_cookies: self.syn_cookies?,
         };
         Some((self.name.value, node))
     }

@@ -33,6 +33,23 @@ pub struct Node {
     /// Source ports this node hands out when it SNATs; the nodes' ranges are
     /// disjoint so that flow-state sync can never see one port twice.
     pub snat_ports: PortRange,
+    /// When the XDP program answers SYNs itself with SYN cookies.
+    pub syn_cookies: SynCookies,
+}
+
+/// `syn_cookies`: when SYNs to a service are answered with a SYN cookie
+/// instead of opening a handshake (half-open entry, SNAT port).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SynCookies {
+    /// When a CPU takes SYNs faster than the SNAT range can hold their
+    /// handshakes (`agent/state.rs`, `syn_cookie_rate`), or no SNAT port is
+    /// free.
+    #[default]
+    Auto,
+    /// For every SYN.
+    Always,
+    /// Never; a SYN finding no SNAT port is dropped.
+    Never,
 }
 
 /// How the XDP program is attached. Native is asked for explicitly: letting

@@ -123,6 +123,28 @@ fn horizon_example_parses_with_two_services_of_two_backends() {
 }
 
 #[test]
+fn syn_cookies_modes_are_read() {
+    for (word, mode) in [
+        ("auto", SynCookies::Auto),
+        ("always", SynCookies::Always),
+        ("never", SynCookies::Never),
+    ] {
+        let text = base_with(
+            "interface = \"eth0\"",
+            &format!("interface = \"eth0\"\nsyn_cookies = \"{word}\""),
+        );
+        assert_eq!(ok(&text).nodes["lb1"].syn_cookies, mode, "{word}");
+    }
+    let text = base_with(
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nsyn_cookies = true",
+    );
+    let e = only_error(&text);
+    assert_eq!(e.key, "node.lb1.syn_cookies");
+    assert_eq!(e.line, line_of(&text, "syn_cookies = true"));
+}
+
+#[test]
 fn example_has_no_private_addresses() {
     let text = std::fs::read_to_string(example_path()).unwrap();
     assert!(!text.contains("192.168."));
@@ -135,6 +157,7 @@ fn defaults_are_applied() {
     let node = &config.nodes["lb1"];
     assert_eq!(node.interface, "eth0");
     assert_eq!(node.xdp_mode, XdpMode::Native);
+    assert_eq!(node.syn_cookies, SynCookies::Auto);
     assert_eq!(
         node.snat_ports,
         PortRange {
@@ -684,6 +707,12 @@ fn enumerations_reject_unknown_words() {
             "interface = \"eth0\"\nxdp_mode = \"skb\"",
             "node.lb1.xdp_mode",
             "expected `native` or `generic`",
+        ),
+        (
+            "interface = \"eth0\"",
+            "interface = \"eth0\"\nsyn_cookies = \"on\"",
+            "node.lb1.syn_cookies",
+            "expected `auto` or `always` or `never`",
         ),
     ];
     for (from, to, key, part) in cases {

@@ -390,10 +390,16 @@ enum Case {
     Reply,
     /// TCP to the LB's own address (ssh): not a service, not a flow.
     NotOurs,
+    /// A SYN of a 5-tuple never seen before, answered with a SYN cookie
+    /// (`syn_cookies = "always"` for the batch): no entry, no port.
+    SynCookie,
+    /// A data packet from the client of a connection opened with a SYN
+    /// cookie: the established path plus the sequence translation.
+    EstablishedCookie,
 }
 
 impl Case {
-    const ALL: [Case; 7] = [
+    const ALL: [Case; 9] = [
         Case::Empty,
         Case::Baseline,
         Case::NewSyn,
@@ -401,6 +407,8 @@ impl Case {
         Case::EstablishedMany,
         Case::Reply,
         Case::NotOurs,
+        Case::SynCookie,
+        Case::EstablishedCookie,
     ];
 
     fn name(self) -> &'static str {
@@ -412,6 +420,8 @@ impl Case {
             Case::EstablishedMany => "established_10k_flows",
             Case::Reply => "reply",
             Case::NotOurs => "not_ours",
+            Case::SynCookie => "syn_cookie",
+            Case::EstablishedCookie => "established_cookie",
         }
     }
 }
@@ -449,6 +459,8 @@ struct Lab {
     h: XdpHarness,
     lab: Ebpf,
     established: Vec<u8>,
+    /// A data frame of the connection opened with a SYN cookie.
+    established_cookie: Vec<u8>,
     reply: Vec<u8>,
     not_ours: Vec<u8>,
     /// A data frame of each of the [`MANY_FLOWS`] connections.
@@ -548,6 +560,7 @@ impl Lab {
                 snat_port_max: SNAT_MAX,
                 flags: lb_common::settings_flags::LEASE,
                 lease_deadline_ns: u64::MAX,
+                ..Default::default()
             };
             h.settings.set(0, lease, 0)?;
             let gated = local_addr_flags::VRRP;
@@ -606,6 +619,8 @@ impl Lab {
         }
 
         let (established, reply) = establish(&h)?;
+        let established_cookie = establish_with_cookie(&mut h)
+            .context("could not open the connection of the established_cookie case")?;
         let not_ours = FrameSpec::tcp(
             CLIENT_MAC,
             LB_MAC,
@@ -620,6 +635,7 @@ impl Lab {
             h,
             lab,
             established,
+            established_cookie,
             reply,
             not_ours,
             many: Vec::new(),
@@ -695,7 +711,8 @@ impl Lab {
             "interrupted; the namespace is being removed"
         );
         let frames: Vec<Vec<u8>> = match case {
-            Case::NewSyn => (0..calls).map(|_| self.new_syn()).collect(),
+            Case::NewSyn | Case::SynCookie => (0..calls).map(|_| self.new_syn()).collect(),
+            Case::EstablishedCookie => vec![self.established_cookie.clone()],
             Case::Empty | Case::Baseline | Case::Established => vec![self.established.clone()],
             Case::EstablishedMany => self.many.clone(),
             Case::Reply => vec![self.reply.clone()],
@@ -707,7 +724,14 @@ impl Lab {
             Case::Empty => Expected::new(verdict::PASS),
             Case::Baseline => Expected::new(verdict::TX),
             Case::NewSyn => Expected::to_backend(n, bytes, n),
-            Case::Established | Case::EstablishedMany => Expected::to_backend(n, bytes, 0),
+            Case::Established | Case::EstablishedMany | Case::EstablishedCookie => {
+                Expected::to_backend(n, bytes, 0)
+            }
+            Case::SynCookie => {
+                let mut e = Expected::new(verdict::TX);
+                e.reasons[reason::TX_SYN_COOKIE as usize] = n;
+                e
+            }
             Case::Reply => {
                 let mut e = Expected::new(verdict::TX);
                 e.service.packets_to_client = n;
@@ -720,6 +744,9 @@ impl Lab {
                 e
             }
         };
+        if case == Case::SynCookie {
+            set_syn_cookies(&mut self.h, lb_common::settings_flags::SYN_COOKIES_ALWAYS)?;
+        }
         let prog = match case {
             Case::Empty => self.lab_program("lab_pass")?,
             Case::Baseline => self.lab_program("bench_baseline")?,
@@ -740,7 +767,11 @@ impl Lab {
                 &want,
             )?;
         }
-        let durations = self.checked_run(case.name(), prog, &frames, calls, &expected)?;
+        let run = self.checked_run(case.name(), prog, &frames, calls, &expected);
+        if case == Case::SynCookie {
+            set_syn_cookies(&mut self.h, 0)?;
+        }
+        let durations = run?;
         if case == Case::NewSyn {
             self.forget_half_open(2 * n)?;
         }
@@ -853,6 +884,98 @@ fn delta(after: &TrafficStats, before: &TrafficStats) -> TrafficStats {
         new_flows: after.new_flows - before.new_flows,
         rst_no_backend: after.rst_no_backend - before.rst_no_backend,
     }
+}
+
+/// Writes the SYN cookie flags of `settings[0]`, keeping the rest.
+fn set_syn_cookies(h: &mut XdpHarness, flags: u32) -> Result<()> {
+    let mut s = h.settings.get(&0, 0).context("could not read settings")?;
+    s.flags = (s.flags & lb_common::settings_flags::LEASE) | flags;
+    h.settings.set(0, s, 0).context("could not write settings")
+}
+
+/// The client of the SYN cookie connection (outside the new-SYN clients).
+const COOKIE_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 241);
+const COOKIE_PORT: u16 = 40_001;
+const COOKIE_CLIENT_ISN: u32 = 0x0100_0000;
+
+/// Opens a connection through a SYN cookie (SYN, cookie SYN-ACK, ACK, SYN
+/// to the backend, its SYN-ACK, ACK to the backend), checking each step,
+/// and returns a data frame of its client.
+fn establish_with_cookie(h: &mut XdpHarness) -> Result<Vec<u8>> {
+    set_syn_cookies(h, lb_common::settings_flags::SYN_COOKIES_ALWAYS)?;
+    let mut syn = FrameSpec::tcp(
+        CLIENT_MAC,
+        LB_MAC,
+        COOKIE_CLIENT,
+        COOKIE_PORT,
+        VIP,
+        VPORT,
+        tcp_flags::SYN,
+    );
+    syn.tcp_mut().seq = COOKIE_CLIENT_ISN;
+    syn.tcp_mut().options = TcpSpec::syn_options();
+    let r = h.run(&syn.build())?;
+    set_syn_cookies(h, 0)?;
+    let synack = lb_tests::packet::parse(&r.frame)?;
+    ensure!(
+        r.verdict == verdict::TX && synack.tcp().flags == tcp_flags::SYN | tcp_flags::ACK,
+        "the SYN was not answered with a cookie SYN-ACK"
+    );
+    let cookie = synack.tcp().seq;
+    let mut ack = FrameSpec::tcp(
+        CLIENT_MAC,
+        LB_MAC,
+        COOKIE_CLIENT,
+        COOKIE_PORT,
+        VIP,
+        VPORT,
+        tcp_flags::ACK,
+    );
+    ack.tcp_mut().seq = COOKIE_CLIENT_ISN.wrapping_add(1);
+    ack.tcp_mut().ack = cookie.wrapping_add(1);
+    let r = h.run(&ack.build())?;
+    let bsyn = lb_tests::packet::parse(&r.frame)?;
+    ensure!(
+        r.verdict == verdict::TX && bsyn.tcp().flags == tcp_flags::SYN,
+        "the cookie ACK did not open the backend connection"
+    );
+    let (bip, bport, sport) = (bsyn.ipv4().dst, bsyn.tcp().dport, bsyn.tcp().sport);
+    let bmac = NEIGHBOURS
+        .iter()
+        .find(|(a, _)| *a == bip)
+        .map(|(_, m)| *m)
+        .context("the backend SYN went to an unknown address")?;
+    let mut sa = FrameSpec::tcp(
+        bmac,
+        LB_MAC,
+        bip,
+        bport,
+        SNAT,
+        sport,
+        tcp_flags::SYN | tcp_flags::ACK,
+    );
+    sa.tcp_mut().seq = BACKEND_ISN;
+    sa.tcp_mut().ack = COOKIE_CLIENT_ISN.wrapping_add(1);
+    let r = h.run(&sa.build())?;
+    ensure!(
+        r.verdict == verdict::TX
+            && lb_tests::packet::parse(&r.frame)?.tcp().flags == tcp_flags::ACK,
+        "the backend's SYN-ACK was not answered with the ACK"
+    );
+    let key = FlowKey {
+        src_ip: ip_be(COOKIE_CLIENT),
+        dst_ip: ip_be(VIP),
+        src_port: port_be(COOKIE_PORT),
+        dst_port: port_be(VPORT),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    let f = h
+        .flows
+        .get(&key, 0)
+        .context("the cookie connection is not in flows")?;
+    ensure!(f.seq_offset != 0, "the cookie connection has no offset");
+    Ok(data_frame(CLIENT_MAC, COOKIE_CLIENT, COOKIE_PORT, VIP, VPORT).build())
 }
 
 /// Opens the connection the established and reply cases use (SYN, then the
