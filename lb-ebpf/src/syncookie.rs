@@ -312,11 +312,22 @@ pub fn complete(ctx: &XdpContext, pkt: &Packet, rev: &Flow) -> u32 {
         rev.nat_src_port,
         IPPROTO_TCP,
     );
-    // SAFETY: the value is copied out at once.
     let Some(c) = (unsafe { HALF_OPEN.get(&client_key) }) else {
         return counters::drop(reason::DROP_SYN_COOKIE_BAD);
     };
-    let mut fwd = *c;
+    // Both entries are built in scratch memory: two `Flow`s on this frame
+    // would take the call chain through `handshake_reply` past 6.1's 512
+    // bytes of stack.
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return counters::drop(reason::DROP_TABLE_FULL);
+    };
+    // SAFETY: this CPU's scratch row; `c` is a live map value, copied at
+    // once.
+    let sc = unsafe { &mut *scratch };
+    sc.fwd = *c;
+    sc.rev = *rev;
+    let fwd = &mut sc.fwd;
+    let back = &mut sc.rev;
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let offset = backend_isn.wrapping_sub(fwd.expect_ack);
@@ -325,7 +336,6 @@ pub fn complete(ctx: &XdpContext, pkt: &Packet, rev: &Flow) -> u32 {
     fwd.expect_ack = 0;
     fwd.seq_offset = offset;
     fwd.last_seen_ns = now;
-    let mut back = *rev;
     back.state = flow_state::ESTABLISHED;
     back.expect_ack = 0;
     back.seq_offset = offset;
@@ -333,10 +343,11 @@ pub fn complete(ctx: &XdpContext, pkt: &Packet, rev: &Flow) -> u32 {
     let rev_key = flow_key(pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, IPPROTO_TCP);
     // As in `promote`: into flows before out of half_open, so the SNAT port
     // is never free in both.
-    let _ = FLOWS.insert(&rev_key, &back, 0);
-    let _ = FLOWS.insert(&client_key, &fwd, 0);
+    let _ = FLOWS.insert(&rev_key, &*back, 0);
+    let _ = FLOWS.insert(&client_key, &*fwd, 0);
     let _ = HALF_OPEN.remove(&client_key);
     let _ = HALF_OPEN.remove(&rev_key);
+    let egress = fwd.ifindex;
     let seg = Segment {
         src_mac: fwd.src_mac,
         dst_mac: fwd.dst_mac,
@@ -353,7 +364,7 @@ pub fn complete(ctx: &XdpContext, pkt: &Packet, rev: &Flow) -> u32 {
     if !emit(ctx, pkt, &seg) {
         return counters::drop(reason::DROP_MALFORMED_L4);
     }
-    transmit(fwd.ifindex, pkt.ifindex)
+    transmit(egress, pkt.ifindex)
 }
 
 /// Moves the sequence space of an established segment of a cookie
