@@ -91,7 +91,8 @@ pub fn peer_key(key: &FlowKey, entry: &Flow) -> FlowKey {
 /// The timeout that applies to a pair: CLOSED if either side says the
 /// connection is over (the data path marks both), else CLOSING if either
 /// side saw a FIN, else UDP, else ESTABLISHED if either side got there, else
-/// SYN (a handshake in progress, SYN-ACK seen or not).
+/// SYN (a handshake in progress, SYN-ACK seen or not, or a SYN cookie's
+/// backend handshake).
 pub fn pair_timeout(key: &FlowKey, entry: &Flow, peer: Option<&Flow>, t: &FlowTimeouts) -> u64 {
     let any = |s: u8| entry.state == s || peer.is_some_and(|p| p.state == s);
     if any(flow_state::CLOSED) {
@@ -100,7 +101,8 @@ pub fn pair_timeout(key: &FlowKey, entry: &Flow, peer: Option<&Flow>, t: &FlowTi
         t.closing_ns
     } else if key.proto == IPPROTO_UDP || any(flow_state::UDP) {
         t.udp_ns
-    } else if (any(flow_state::SYN) || any(flow_state::SYN_ACKED)) && !any(flow_state::ESTABLISHED)
+    } else if (any(flow_state::SYN) || any(flow_state::SYN_ACKED) || any(flow_state::SYN_COOKIE))
+        && !any(flow_state::ESTABLISHED)
     {
         t.syn_ns
     } else {
@@ -397,6 +399,13 @@ mod tests {
         // A handshake whose SYN-ACK passed is still a handshake.
         let ((fk, mut fwd), (_, rev)) = pair(flow_state::SYN, 0, 0);
         fwd.state = flow_state::SYN_ACKED;
+        assert!(expired(&fk, &fwd, Some(&rev), 6 * S, &t()));
+        // So is the backend handshake of a SYN cookie connection: its SNAT
+        // port must not wait for the established timeout.
+        let ((fk, mut fwd), (_, mut rev)) = pair(flow_state::SYN, 0, 0);
+        fwd.state = flow_state::SYN_COOKIE;
+        rev.state = flow_state::SYN_COOKIE;
+        assert!(!expired(&fk, &fwd, Some(&rev), 4 * S, &t()));
         assert!(expired(&fk, &fwd, Some(&rev), 6 * S, &t()));
     }
 
