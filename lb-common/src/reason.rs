@@ -114,9 +114,12 @@ reasons! {
     /// opened for it.
     SYN_COOKIE_OK = 37, "syn_cookie_ok";
     /// A SYN cookie handshake that cannot go on: the backend answered the
-    /// program's SYN with something else than its SYN-ACK (a RST, a wrong
-    /// ACK number), or the kernel makes no cookies. Dropped.
+    /// program's SYN with something else than its SYN-ACK or RST (or with a
+    /// wrong ACK number), or the kernel makes no cookies. Dropped.
     DROP_SYN_COOKIE_BAD = 38, "drop_syn_cookie_bad";
+    /// The backend refused (RST) the connection a SYN cookie stood for: the
+    /// client, already connected in its view, was sent a RST.
+    TX_RST_COOKIE_REFUSED = 39, "tx_rst_cookie_refused";
 }
 
 #[cfg(test)]

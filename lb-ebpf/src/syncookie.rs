@@ -19,7 +19,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Flow, IPPROTO_TCP, csum, direction, flow_state,
+    Flow, FlowKey, IPPROTO_TCP, csum, direction, flow_state,
     headers::{EthHdr, Ipv4Hdr, TCP_ACK, TCP_RST, TCP_SYN, TcpHdr},
     reason, settings_flags,
 };
@@ -291,7 +291,7 @@ pub fn connect(ctx: &XdpContext, pkt: &Packet, fwd: &Flow) -> u32 {
 /// backend-side half-open entry): a SYN-ACK for the client's ISN completes
 /// the backend's handshake here, with the ACK the client would have sent;
 /// the pair moves into `flows` with the sequence offset between the
-/// backend's ISN and ours.
+/// backend's ISN and ours. A RST for it is passed on to the client.
 #[inline(never)]
 pub fn complete(ctx: &XdpContext, pkt: &Packet, rev: &Flow) -> u32 {
     let Some(th) = ptr_at::<TcpHdr>(ctx, pkt.l4_off) else {
@@ -299,10 +299,10 @@ pub fn complete(ctx: &XdpContext, pkt: &Packet, rev: &Flow) -> u32 {
     };
     // SAFETY: bounds-checked by ptr_at.
     let (backend_isn, ack) = unsafe { (u32::from_be((*th).seq), u32::from_be((*th).ack_seq)) };
-    if pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN | TCP_ACK || ack != rev.expect_ack {
-        // Not an answer to our SYN. The client knows of no backend yet;
-        // its retransmissions keep failing into this entry until it
-        // expires.
+    let flags = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST);
+    if flags != TCP_SYN | TCP_ACK && flags != TCP_RST | TCP_ACK || ack != rev.expect_ack {
+        // Not an answer to our SYN (a blind spoof cannot know its ACK
+        // number): the handshake waits for the real one.
         return counters::drop(reason::DROP_SYN_COOKIE_BAD);
     }
     let client_key = flow_key(
@@ -315,6 +315,9 @@ pub fn complete(ctx: &XdpContext, pkt: &Packet, rev: &Flow) -> u32 {
     let Some(c) = (unsafe { HALF_OPEN.get(&client_key) }) else {
         return counters::drop(reason::DROP_SYN_COOKIE_BAD);
     };
+    if flags & TCP_RST != 0 {
+        return refused(ctx, pkt, rev, c.expect_ack, &client_key);
+    }
     // Both entries are built in scratch memory: two `Flow`s on this frame
     // would take the call chain through `handshake_reply` past 6.1's 512
     // bytes of stack.
@@ -365,6 +368,35 @@ pub fn complete(ctx: &XdpContext, pkt: &Packet, rev: &Flow) -> u32 {
         return counters::drop(reason::DROP_MALFORMED_L4);
     }
     transmit(egress, pkt.ifindex)
+}
+
+/// The backend refused the connection our cookie stood for (a RST to our
+/// SYN): the client, which believes itself connected, gets the RST instead,
+/// with the sequence number it expects next from us (`cookie` + 1), and the
+/// half-open pair goes.
+#[inline(always)]
+fn refused(ctx: &XdpContext, pkt: &Packet, rev: &Flow, cookie: u32, client_key: &FlowKey) -> u32 {
+    let _ = HALF_OPEN.remove(client_key);
+    let rev_key = flow_key(pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, IPPROTO_TCP);
+    let _ = HALF_OPEN.remove(&rev_key);
+    let seg = Segment {
+        src_mac: rev.src_mac,
+        dst_mac: rev.dst_mac,
+        saddr: rev.nat_src_ip,
+        daddr: rev.nat_dst_ip,
+        sport: rev.nat_src_port,
+        dport: rev.nat_dst_port,
+        seq: cookie.wrapping_add(1),
+        ack: 0,
+        flags: TCP_RST,
+        window: 0,
+        mss: 0,
+    };
+    if !emit(ctx, pkt, &seg) {
+        return counters::drop(reason::DROP_MALFORMED_L4);
+    }
+    counters::count(reason::TX_RST_COOKIE_REFUSED);
+    transmit(rev.ifindex, pkt.ifindex)
 }
 
 /// Moves the sequence space of an established segment of a cookie

@@ -800,26 +800,41 @@ fn icmp_errors_on_a_cookie_connection_quote_the_receivers_sequence_numbers() -> 
 }
 
 #[test]
-fn a_backend_answering_the_cookie_syn_with_a_rst_is_dropped() -> Result<()> {
+fn a_backend_refusing_the_cookie_connection_resets_the_client() -> Result<()> {
     let h = always()?;
     let cookie = cookie_for(&h, TcpSpec::syn_options(), 1460)?;
     expect(&h, &cookie_ack(cookie), verdict::TX, &backend_syn(1460))?;
-    let mut rst = from_backend(tcp_flags::RST | tcp_flags::ACK);
-    rst.tcp_mut().seq = 0;
-    rst.tcp_mut().ack = CLIENT_ISN.wrapping_add(1);
-    ensure!(h.run(&rst.build())?.verdict == verdict::DROP);
-    // A SYN-ACK for another ISN is no answer to our SYN either.
+    // Answers that are not for our SYN (another ACK number: what a blind
+    // spoofer sends) are dropped, and the handshake waits.
     let mut sa = from_backend(tcp_flags::SYN | tcp_flags::ACK);
     sa.tcp_mut().seq = BACKEND_ISN;
     sa.tcp_mut().ack = CLIENT_ISN.wrapping_add(7);
     ensure!(h.run(&sa.build())?.verdict == verdict::DROP);
+    let mut rst = from_backend(tcp_flags::RST | tcp_flags::ACK);
+    rst.tcp_mut().seq = 0;
+    rst.tcp_mut().ack = CLIENT_ISN.wrapping_add(7);
+    ensure!(h.run(&rst.build())?.verdict == verdict::DROP);
     ensure!(h.flows_all()?.is_empty() && h.half_open_all()?.len() == 2);
+    // The backend refuses our SYN: the client, connected in its view, gets
+    // a RST with the sequence number it expects from us; the pair goes.
+    rst.tcp_mut().ack = CLIENT_ISN.wrapping_add(1);
+    let want = originated(
+        LB_MAC,
+        CLIENT_MAC,
+        (VIP, VPORT),
+        (CLIENT, CPORT),
+        (cookie.wrapping_add(1), 0, tcp_flags::RST, 0),
+        None,
+    );
+    expect(&h, &rst, verdict::TX, &want)?;
+    ensure!(h.flows_all()?.is_empty() && h.half_open_all()?.is_empty());
     reasons_are(
         &h,
         &[
             (reason::TX_SYN_COOKIE, 1),
             (reason::SYN_COOKIE_OK, 1),
             (reason::DROP_SYN_COOKIE_BAD, 2),
+            (reason::TX_RST_COOKIE_REFUSED, 1),
         ],
     )
 }
