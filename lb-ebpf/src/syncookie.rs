@@ -114,29 +114,35 @@ pub fn answer_syn(ctx: &XdpContext, pkt: &Packet) -> u32 {
         ((*th).header_len(), u32::from_be((*th).seq), *eth)
     };
     // The helper parses the SYN's options for the MSS: copy the whole
-    // header, word by word (parse checked 20 <= hlen <= the segment).
+    // header, word by word (parse checked 20 <= hlen <= the segment), and
+    // pad it with end-of-options to the largest header, 60 bytes, so the
+    // length handed to the helper is a constant: 6.1's verifier refuses a
+    // computed one ("unbounded memory access") whatever its checks. The
+    // cookie hashes addresses, ports and sequence number, never the offset.
     let mut i = 0;
     while i < 15 {
-        if 4 * i >= hlen {
-            break;
+        if 4 * i < hlen {
+            let Some(w) = ptr_at::<u32>(ctx, pkt.l4_off + 4 * i) else {
+                return counters::drop(reason::DROP_MALFORMED_L4);
+            };
+            // SAFETY: bounds-checked by ptr_at.
+            sc.cookie_tcp[i] = unsafe { *w };
+        } else {
+            sc.cookie_tcp[i] = 0;
         }
-        let Some(w) = ptr_at::<u32>(ctx, pkt.l4_off + 4 * i) else {
-            return counters::drop(reason::DROP_MALFORMED_L4);
-        };
-        // SAFETY: bounds-checked by ptr_at.
-        sc.cookie_tcp[i] = unsafe { *w };
         i += 1;
     }
-    let len = hlen as u32;
-    if len > 60 {
-        return counters::drop(reason::DROP_MALFORMED_L4);
+    // SAFETY: the first 20 bytes of the copy are a TCP header.
+    unsafe {
+        let t = &mut *(sc.cookie_tcp.as_mut_ptr() as *mut TcpHdr);
+        t.doff_res = (15 << 4) | (t.doff_res & 0x0f);
     }
-    // SAFETY: both point into this CPU's scratch row, `len` bytes of header.
+    // SAFETY: both point into this CPU's scratch row, 60 bytes of header.
     let r = unsafe {
         bpf_tcp_raw_gen_syncookie_ipv4(
             &mut sc.cookie_ip as *mut Ipv4Hdr as *mut iphdr,
             sc.cookie_tcp.as_mut_ptr() as *mut tcphdr,
-            len,
+            60,
         )
     };
     if r < 0 {
