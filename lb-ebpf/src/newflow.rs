@@ -6,7 +6,8 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::generated::bpf_get_prandom_u32, programs::XdpContext,
 };
 use lb_common::{
-    Flow, FlowKey, IPPROTO_TCP, NO_BACKEND, Persist, PersistKey, ServiceInfo, backend_flags,
+    Flow, FlowKey, IPPROTO_TCP, NO_BACKEND, Persist, PersistKey, SNAT_TAKEOVER_AGE_NS,
+    ServiceInfo, backend_flags,
     direction, flow_state,
     hash::{flow_hash, snat_port_candidate, source_hash},
     headers::{TCP_ACK, TCP_RST, TCP_SYN, TcpHdr},
@@ -30,11 +31,6 @@ const SNAT_TRIES: u32 = 32;
 /// in a random number, so a retransmitted SYN that found no port gets fresh
 /// candidates instead of failing the same way again.
 const SNAT_HASHED_TRIES: u32 = 16;
-/// How long ago a connection of another client must have closed for its
-/// SNAT port to be taken over before any free port is looked for: past the
-/// backend's first FIN retransmission (initial RTO 1 s, 200 ms at least), in
-/// case the final ACK we forwarded was lost.
-const TAKEOVER_AGE_NS: u64 = 1_000_000_000;
 
 /// A TCP/UDP packet to `svc` that missed `flows`.
 #[inline(always)]
@@ -313,7 +309,7 @@ fn open(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, now: u
 /// is newer than the old connection's or its sequence number above it. A
 /// client's timestamps are monotonic toward one VIP (Linux offsets them per
 /// address pair), so a port the same client closed is taken at once, as is
-/// one closed at least [`TAKEOVER_AGE_NS`] ago (the backend's first FIN
+/// one closed at least [`SNAT_TAKEOVER_AGE_NS`] ago (the backend's first FIN
 /// retransmission is over). Other closed ports are kept as a fallback, the
 /// one closed longest ago, taken only when no better port turns up.
 #[inline(never)]
@@ -374,7 +370,7 @@ fn claim_snat_port(pkt: &Packet, fwd: &Flow, tuple_hash: u32) -> Option<u16> {
             return Some(rev_key.dst_port);
         };
         if old.state == flow_state::CLOSED && old.direction == direction::TO_CLIENT {
-            if old.nat_dst_ip == pkt.saddr || now.wrapping_sub(old.last_seen_ns) >= TAKEOVER_AGE_NS
+            if old.nat_dst_ip == pkt.saddr || now.wrapping_sub(old.last_seen_ns) >= SNAT_TAKEOVER_AGE_NS
             {
                 take_over(&rev_key, old);
                 return Some(rev_key.dst_port);

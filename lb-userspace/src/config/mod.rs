@@ -12,6 +12,7 @@
 //! and its cross checks in `validate`.
 
 mod admin;
+pub mod capacity;
 mod check;
 mod limits;
 mod node;
@@ -219,12 +220,26 @@ pub fn check(path: &Path) -> Result<String, ConfigErrors> {
         .map(String::as_str)
         .collect::<Vec<_>>()
         .join(", ");
-    Ok(format!(
+    let mut summary = format!(
         "{}: ok: {}, {}, nodes: {nodes}",
         path.display(),
         plural(config.services.len(), "service"),
         plural(config.backend_count(), "backend"),
-    ))
+    );
+    let ceilings = capacity::ceilings(&config);
+    if !ceilings.is_empty() {
+        summary.push_str(
+            "\nSNAT ceiling: new connections per second one backend takes before SNAT ports \
+             run out (all from one client address under scheduler = \"source\"):",
+        );
+        for ceiling in &ceilings {
+            summary.push_str(&format!("\n  {ceiling}"));
+        }
+        for warning in ceilings.iter().filter_map(capacity::Ceiling::warning) {
+            summary.push_str(&format!("\nwarning: {warning}"));
+        }
+    }
+    Ok(summary)
 }
 
 /// `lbd check FILE`: the summary on stdout and success, or every error on
