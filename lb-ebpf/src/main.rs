@@ -16,6 +16,7 @@ mod newflow;
 mod packet;
 mod parse;
 mod rst;
+mod verify;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{IPPROTO_ICMP, IPPROTO_TCP, ServiceKey, local_addr_flags, reason};

@@ -1093,6 +1093,20 @@ fn icmp_error_quoting_no_flow_is_dropped() -> Result<()> {
 }
 
 #[test]
+fn icmp_error_with_a_bad_checksum_quoting_a_live_flow_is_dropped() -> Result<()> {
+    let mut h = lab()?;
+    let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
+    insert_pair(&mut h, &conn, flow_state::ESTABLISHED)?;
+    let sent = conn.toward_backend(&conn.client_packet(tcp_flags::ACK));
+    let (input, _) = icmp_error(conn.backend.mac, conn.backend.ip, SNAT, &sent, 28);
+    let mut frame = input.build();
+    let last = frame.len() - 1; // a quoted byte no other check reads
+    frame[last] ^= 0x10;
+    expect_verdict_only(&h, &frame, verdict::DROP, reason::DROP_ICMP_CHECKSUM)?;
+    Ok(())
+}
+
+#[test]
 fn icmp_error_with_truncated_quote_to_us_is_dropped() -> Result<()> {
     let h = lab()?;
     let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
