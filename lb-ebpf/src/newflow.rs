@@ -6,9 +6,8 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::generated::bpf_get_prandom_u32, programs::XdpContext,
 };
 use lb_common::{
-    Flow, FlowKey, IPPROTO_TCP, NO_BACKEND, Persist, PersistKey, SNAT_TAKEOVER_AGE_NS,
-    ServiceInfo, backend_flags,
-    direction, flow_state,
+    Flow, FlowKey, IPPROTO_TCP, NO_BACKEND, Persist, PersistKey, SNAT_TAKEOVER_AGE_NS, ServiceInfo,
+    backend_flags, direction, flow_state,
     hash::{flow_hash, snat_port_candidate, source_hash},
     headers::{TCP_ACK, TCP_RST, TCP_SYN, TcpHdr},
     reason, service_flags,
@@ -370,7 +369,8 @@ fn claim_snat_port(pkt: &Packet, fwd: &Flow, tuple_hash: u32) -> Option<u16> {
             return Some(rev_key.dst_port);
         };
         if old.state == flow_state::CLOSED && old.direction == direction::TO_CLIENT {
-            if old.nat_dst_ip == pkt.saddr || now.wrapping_sub(old.last_seen_ns) >= SNAT_TAKEOVER_AGE_NS
+            if old.nat_dst_ip == pkt.saddr
+                || now.wrapping_sub(old.last_seen_ns) >= SNAT_TAKEOVER_AGE_NS
             {
                 take_over(&rev_key, old);
                 return Some(rev_key.dst_port);

@@ -47,9 +47,9 @@ impl Ceiling {
             Some(rate) if self.per_backend < u64::from(rate) => {
                 format!("below its connection_rate of {rate}/s")
             }
-            _ if self.per_backend < CEILING_FLOOR => format!(
-                "below {CEILING_FLOOR}/s, so one busy client address can use up the ports"
-            ),
+            _ if self.per_backend < CEILING_FLOOR => {
+                format!("below {CEILING_FLOOR}/s, so one busy client address can use up the ports")
+            }
             _ => return None,
         };
         let remedy = match self.protocol {
@@ -184,7 +184,10 @@ address = "198.51.100.12:443"
         assert_eq!(c.hold, Duration::from_secs(30));
         assert_eq!(c.per_backend, 333);
         let warning = c.warning().expect("333/s is below the floor");
-        assert!(warning.contains("shorten service.web.timeouts.udp"), "{warning}");
+        assert!(
+            warning.contains("shorten service.web.timeouts.udp"),
+            "{warning}"
+        );
     }
 
     #[test]
@@ -226,7 +229,9 @@ connection_rate = 0
 name = "be1"
 address = "198.51.100.11:443"
 "#;
-        let errors = parse(text, "test.toml").expect_err("0 is refused").to_string();
+        let errors = parse(text, "test.toml")
+            .expect_err("0 is refused")
+            .to_string();
         assert!(
             errors.contains("test.toml:10") && errors.contains("service.web.connection_rate"),
             "{errors}"

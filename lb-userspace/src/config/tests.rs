@@ -1109,7 +1109,10 @@ fn check_summarises_a_valid_file() {
     );
     // Each service's SNAT ceiling on each node follows.
     assert_eq!(
-        summary.lines().filter(|l| l.contains("/s per backend")).count(),
+        summary
+            .lines()
+            .filter(|l| l.contains("/s per backend"))
+            .count(),
         4,
         "{summary}"
     );
