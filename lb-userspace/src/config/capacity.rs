@@ -6,10 +6,12 @@
 //! address, protocol), so the port range is spent per backend. With
 //! `scheduler = "source"` one busy client address (an office NAT, a mail
 //! relay) lands on one backend, so the per-backend figure is the one that
-//! matters. A TCP connection's port is free again [`SNAT_TAKEOVER_AGE_NS`]
-//! after it closed by FIN both ways or RST; a UDP flow's only when it has
-//! been idle for the service's `udp` timeout. Pure: the numbers come from the
-//! config alone.
+//! matters. A TCP connection's port is free for another client
+//! [`SNAT_TAKEOVER_AGE_NS`] after it closed by FIN both ways or RST (for the
+//! same client at once: its new SYN is newer than anything the backend's
+//! TIME_WAIT holds, so the ceiling is what many clients sharing a backend
+//! get); a UDP flow's only when it has been idle for the service's `udp`
+//! timeout. Pure: the numbers come from the config alone.
 
 use std::time::Duration;
 

@@ -229,8 +229,9 @@ pub fn check(path: &Path) -> Result<String, ConfigErrors> {
     let ceilings = capacity::ceilings(&config);
     if !ceilings.is_empty() {
         summary.push_str(
-            "\nSNAT ceiling: new connections per second one backend takes before SNAT ports \
-             run out (all from one client address under scheduler = \"source\"):",
+            "\nSNAT ceiling: new connections per second one backend takes before its SNAT ports \
+             run out (a client's own closed ports are reused at once; another client's after \
+             the hold below):",
         );
         for ceiling in &ceilings {
             summary.push_str(&format!("\n  {ceiling}"));

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use lb_tests::lab::report::{ErrorSamples, HoldReport, SpreadReport};
+use lb_tests::lab::report::{ChurnReport, ErrorSamples, HoldReport, SpreadReport};
 use lb_tests::lab::sources::parse_sources;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
@@ -53,6 +53,25 @@ enum Command {
         /// One datagram per "connection" instead of TCP.
         #[arg(long)]
         udp: bool,
+    },
+    /// Connections opened and closed back to back from ONE source address
+    /// by `workers` tasks for `seconds`: connect, read the name, read the
+    /// server's close, close. The server should close first
+    /// (`lab-server --close-first`), as HTTP servers do, or the client's own
+    /// TIME_WAIT sockets limit the rate instead of the load balancer.
+    Churn {
+        #[arg(long)]
+        vip: SocketAddrV4,
+        #[arg(long)]
+        source: Ipv4Addr,
+        #[arg(long, default_value_t = 32)]
+        workers: usize,
+        /// How long to keep opening connections.
+        #[arg(long)]
+        seconds: u64,
+        /// Timeout of every single operation (connect, read).
+        #[arg(long, default_value = "10", value_name = "SECONDS")]
+        timeout: u64,
     },
     /// N connections open at the same time, then an echo on each.
     Hold {
@@ -107,6 +126,23 @@ async fn main() -> Result<()> {
             let report = spread(&common, per_source, payload, parallel.max(1), udp).await?;
             serde_json::to_string_pretty(&report)?
         }
+        Command::Churn {
+            vip,
+            source,
+            workers,
+            seconds,
+            timeout,
+        } => {
+            let report = churn(
+                vip,
+                source,
+                workers.max(1),
+                Duration::from_secs(seconds),
+                Duration::from_secs(timeout),
+            )
+            .await?;
+            serde_json::to_string_pretty(&report)?
+        }
         Command::Hold {
             common,
             total,
@@ -118,6 +154,67 @@ async fn main() -> Result<()> {
     };
     println!("{json}");
     Ok(())
+}
+
+async fn churn(
+    vip: SocketAddrV4,
+    source: Ipv4Addr,
+    workers: usize,
+    run: Duration,
+    op: Duration,
+) -> Result<ChurnReport> {
+    let start = Instant::now();
+    let stop = start + run;
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        tasks.push(tokio::spawn(async move {
+            let mut answers: BTreeMap<String, u64> = BTreeMap::new();
+            let mut errors = ErrorSamples::default();
+            let mut attempts = 0u64;
+            while Instant::now() < stop {
+                attempts += 1;
+                match churn_once(source, vip, op).await {
+                    Ok(name) => *answers.entry(name).or_default() += 1,
+                    Err(e) => errors.push(format!("{source} #{attempts}: {e:#}")),
+                }
+            }
+            (attempts, answers, errors)
+        }));
+    }
+    let mut report = ChurnReport {
+        target: vip.to_string(),
+        source: source.to_string(),
+        workers,
+        ..Default::default()
+    };
+    let mut errors = ErrorSamples::default();
+    for task in tasks {
+        let (attempts, answers, worker_errors) = task.await.context("a churn task panicked")?;
+        report.attempts += attempts;
+        for (name, n) in answers {
+            *report.per_backend.entry(name).or_default() += n;
+        }
+        errors.merge(worker_errors);
+    }
+    report.errors = errors.count;
+    report.error_samples = errors.samples;
+    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// One connection of `churn`: the name, then the server's close, then ours.
+async fn churn_once(source: Ipv4Addr, vip: SocketAddrV4, op: Duration) -> Result<String> {
+    let mut stream = connect_from(source, vip, op).await?;
+    let name = read_name(&mut stream, op).await?;
+    let mut rest = [0u8; 64];
+    let n = timeout(op, stream.read(&mut rest))
+        .await
+        .context("the server did not close after its name")?
+        .context("reading the server's close failed")?;
+    if n != 0 {
+        bail!("{name} sent more than its name; is it running with --close-first?");
+    }
+    Ok(name)
 }
 
 /// What one source address saw in `spread`.

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use super::binaries;
 use super::lbd::Lbd;
-use super::report::{HoldReport, ServerStats, SpreadReport};
+use super::report::{ChurnReport, HoldReport, ServerStats, SpreadReport};
 use super::setup::Lab;
 
 /// How long a server may take to print `ready`.
@@ -40,6 +40,18 @@ impl Lab {
         listen: SocketAddr,
         udp: bool,
     ) -> Result<LabServer> {
+        self.start_server_with(node, name, listen, udp, &[])
+    }
+
+    /// [`Lab::start_server`] with more `lab-server` flags (`--close-first`).
+    pub fn start_server_with(
+        &self,
+        node: &str,
+        name: &str,
+        listen: SocketAddr,
+        udp: bool,
+        extra: &[&str],
+    ) -> Result<LabServer> {
         let program = binaries::lab_server()?;
         let stats_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.next_stats_port()));
         let log = self.log_file(node, format!("lab-server-{name}").as_ref())?;
@@ -52,6 +64,7 @@ impl Lab {
         if udp {
             cmd.arg("--udp");
         }
+        cmd.args(extra);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("could not start lab-server {name} on {node}"))?;
@@ -95,6 +108,43 @@ impl Lab {
                 self.start_server(&format!("be{n}"), &format!("be{n}"), addr, false)
             })
             .collect()
+    }
+
+    /// Like [`Lab::start_backend_servers`], but every server closes first
+    /// after its name, as an HTTP server answering `Connection: close`.
+    pub fn start_backend_servers_closing_first(&self, port: u16) -> Result<Vec<LabServer>> {
+        (1..=self.backends())
+            .map(|n| {
+                let addr = SocketAddr::from((self.backend_addr(n), port));
+                self.start_server_with(
+                    &format!("be{n}"),
+                    &format!("be{n}"),
+                    addr,
+                    false,
+                    &["--close-first"],
+                )
+            })
+            .collect()
+    }
+
+    /// `lab-client churn` from the client namespace's first address: `workers`
+    /// tasks open and close connections back to back for `seconds`.
+    pub fn churn(&self, target: SocketAddrV4, workers: usize, seconds: u64) -> Result<ChurnReport> {
+        // "A-A": the first client address.
+        let range = super::topology::client_range(1);
+        let source = range.split('-').next().unwrap_or(&range).to_string();
+        let args = vec![
+            "churn".to_string(),
+            "--vip".into(),
+            target.to_string(),
+            "--source".into(),
+            source,
+            "--workers".into(),
+            workers.to_string(),
+            "--seconds".into(),
+            seconds.to_string(),
+        ];
+        self.client_json(&args)
     }
 
     /// The counters of a server started by [`Lab::start_server`].

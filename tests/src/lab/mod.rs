@@ -58,7 +58,7 @@ pub use lbd::{
     AdminConfig, AdminUserConfig, BackendConfig, CheckConfig, LAB_SNAT_PORTS, Lbd, LbdConfig,
     NodeConfig, RedirectConfig, ServiceConfig, lab_snat_ports,
 };
-pub use report::{BackendTally, HoldReport, ServerStats, SpreadReport};
+pub use report::{BackendTally, ChurnReport, HoldReport, ServerStats, SpreadReport};
 pub use setup::{BPFFS_LB_DIR, Lab, LabBuilder};
 pub use xdp_peer::SwitchPrograms;
 

@@ -16,6 +16,33 @@ pub struct BackendTally {
     pub bytes: u64,
 }
 
+/// `lab-client churn`: connections opened and closed back to back from one
+/// source address by several workers, for a fixed time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChurnReport {
+    pub target: String,
+    pub source: String,
+    pub workers: usize,
+    pub attempts: u64,
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    /// Backend name -> connections it answered.
+    pub per_backend: BTreeMap<String, u64>,
+    pub elapsed_ms: u64,
+}
+
+impl ChurnReport {
+    /// Connections that succeeded.
+    pub fn succeeded(&self) -> u64 {
+        self.per_backend.values().sum()
+    }
+
+    /// Successful connections per second over the run.
+    pub fn rate(&self) -> f64 {
+        self.succeeded() as f64 * 1000.0 / self.elapsed_ms.max(1) as f64
+    }
+}
+
 /// `lab-client spread`: K sequential connections from each source address.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpreadReport {
@@ -125,6 +152,13 @@ impl ErrorSamples {
         if self.samples.len() < MAX_ERROR_SAMPLES {
             self.samples.push(message);
         }
+    }
+
+    /// Adds another collector's count and as many of its samples as fit.
+    pub fn merge(&mut self, other: ErrorSamples) {
+        self.count += other.count;
+        let room = MAX_ERROR_SAMPLES.saturating_sub(self.samples.len());
+        self.samples.extend(other.samples.into_iter().take(room));
     }
 }
 
