@@ -50,6 +50,24 @@ fn lab_churn() {
     let report = lab
         .churn(vip, WORKERS, SECONDS)
         .expect("lab-client churn runs");
+    // Read at once: the last flow collection (every 5 s) ran during the churn.
+    let status = lab
+        .lbd_command(1, &["status", "--json"])
+        .expect("lbd status runs");
+    let status: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("lbd status prints JSON");
+    let ports: Vec<u64> = status["services"][0]["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["snat_ports_in_use"].as_u64().unwrap_or(0))
+        .collect();
+    println!("SNAT ports in use per backend (lbd status): {ports:?}");
+    let busy = ports.iter().filter(|n| **n > 0).count();
+    assert!(
+        busy == 1 && ports.iter().all(|n| *n <= SNAT_PORTS),
+        "lbd status should show the churned backend's ports in use, within the range: {ports:?}"
+    );
     let datapath = counters::read_pinned(&pin_dir).expect("pinned counters are readable");
     let reason = |label: &str| {
         datapath
