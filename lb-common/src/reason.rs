@@ -106,6 +106,10 @@ reasons! {
     /// A new connection took over the SNAT port of a closed one (FIN both
     /// ways and acknowledged, or RST) before the agent collected it.
     SNAT_PORT_TAKEN_OVER = 35, "snat_port_taken_over";
+    /// A SYN refused because `half_open` is full: as many handshakes are in
+    /// progress as it holds (a SYN flood, or `[limits] half_open` too small
+    /// for the rate times `tcp_syn`). Handshakes never evict each other.
+    DROP_HALF_OPEN_FULL = 36, "drop_half_open_full";
 }
 
 #[cfg(test)]

@@ -120,7 +120,11 @@ fn udp_backend() -> Backend {
 /// The standard lab: TCP service VIP:443 (SNAT 198.51.100.2, ring all
 /// backend 1), UDP service VIP:53 (SNAT = VIP, ring all backend 11).
 fn lab() -> Result<XdpHarness> {
-    let mut h = XdpHarness::new()?;
+    lab_with(TableSizes::default())
+}
+
+fn lab_with(sizes: TableSizes) -> Result<XdpHarness> {
+    let mut h = XdpHarness::with_sizes(sizes)?;
     h.set_settings(SNAT_MIN, SNAT_MAX)?;
     h.add_local_addr(VIP, local_addr_flags::VIP | local_addr_flags::SNAT)?;
     h.add_local_addr(SNAT, local_addr_flags::SNAT)?;
@@ -422,6 +426,39 @@ fn syn(conn: &Conn) -> FrameSpec {
     t.seq = CLIENT_ISN;
     t.options = TcpSpec::syn_options();
     f
+}
+
+#[test]
+fn a_full_half_open_table_refuses_new_syns_and_evicts_no_handshake() -> Result<()> {
+    // Two handshakes, two entries each, fill a table of four.
+    let h = lab_with(TableSizes {
+        half_open: 4,
+        ..TableSizes::default()
+    })?;
+    for cport in [5001, 5002] {
+        let conn = tcp_conn(&h, CLIENT, cport, tcp_backend(1));
+        let r = h.run(&syn(&conn).build())?;
+        ensure!(
+            r.verdict == verdict::TX,
+            "SYN {cport} was not forwarded: {}",
+            describe_reasons(&h.reasons()?)
+        );
+    }
+    let before = h.half_open_all()?;
+    ensure!(before.len() == 4, "{} half-open entries", before.len());
+    let conn = tcp_conn(&h, CLIENT, 5003, tcp_backend(1));
+    expect_verdict_only(
+        &h,
+        &syn(&conn).build(),
+        verdict::DROP,
+        reason::DROP_HALF_OPEN_FULL,
+    )?;
+    ensure!(
+        h.half_open_all()? == before,
+        "a refused SYN changed the handshakes in progress"
+    );
+    ensure!(h.flows_all()?.is_empty(), "a refused SYN opened a flow");
+    Ok(())
 }
 
 /// The backend's answer to [`syn`], with ISN `isn`.
