@@ -37,6 +37,7 @@ mod tests;
 mod vrrp_tests;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -229,9 +230,9 @@ pub fn check(path: &Path) -> Result<String, ConfigErrors> {
     let ceilings = capacity::ceilings(&config);
     if !ceilings.is_empty() {
         summary.push_str(
-            "\nSNAT ceiling: new connections per second one backend takes before its SNAT ports \
-             run out (a client's own closed ports are reused at once; another client's after \
-             the hold below):",
+            "\nSNAT ceiling: new connections per second one backend takes from many clients with \
+             no port reused while the backend may still hold it (a client's own closed ports \
+             are reused at once; at most `ports` connections are open to a backend):",
         );
         for ceiling in &ceilings {
             summary.push_str(&format!("\n  {ceiling}"));
@@ -248,7 +249,8 @@ pub fn check(path: &Path) -> Result<String, ConfigErrors> {
 pub fn check_command(path: &Path) -> ExitCode {
     match check(path) {
         Ok(summary) => {
-            println!("{summary}");
+            // A closed pipe (`lbd check | head`) is not an error of the file.
+            let _ = writeln!(std::io::stdout(), "{summary}");
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -54,16 +54,18 @@ enum Command {
         #[arg(long)]
         udp: bool,
     },
-    /// Connections opened and closed back to back from ONE source address
-    /// by `workers` tasks for `seconds`: connect, read the name, read the
+    /// Connections opened and closed back to back by `workers` tasks for
+    /// `seconds`, worker i using source address i mod the sources (one
+    /// address: every connection from it): connect, read the name, read the
     /// server's close, close. The server should close first
     /// (`lab-server --close-first`), as HTTP servers do, or the client's own
     /// TIME_WAIT sockets limit the rate instead of the load balancer.
     Churn {
         #[arg(long)]
         vip: SocketAddrV4,
+        /// `A-B`, `A`, or a comma-separated list of these.
         #[arg(long)]
-        source: Ipv4Addr,
+        sources: String,
         #[arg(long, default_value_t = 32)]
         workers: usize,
         /// How long to keep opening connections.
@@ -128,14 +130,14 @@ async fn main() -> Result<()> {
         }
         Command::Churn {
             vip,
-            source,
+            sources,
             workers,
             seconds,
             timeout,
         } => {
             let report = churn(
                 vip,
-                source,
+                parse_sources(&sources)?,
                 workers.max(1),
                 Duration::from_secs(seconds),
                 Duration::from_secs(timeout),
@@ -158,15 +160,19 @@ async fn main() -> Result<()> {
 
 async fn churn(
     vip: SocketAddrV4,
-    source: Ipv4Addr,
+    sources: Vec<Ipv4Addr>,
     workers: usize,
     run: Duration,
     op: Duration,
 ) -> Result<ChurnReport> {
     let start = Instant::now();
     let stop = start + run;
+    if sources.is_empty() {
+        bail!("churn needs at least one source address");
+    }
     let mut tasks = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    for worker in 0..workers {
+        let source = sources[worker % sources.len()];
         tasks.push(tokio::spawn(async move {
             let mut answers: BTreeMap<String, u64> = BTreeMap::new();
             let mut errors = ErrorSamples::default();
@@ -183,7 +189,7 @@ async fn churn(
     }
     let mut report = ChurnReport {
         target: vip.to_string(),
-        source: source.to_string(),
+        sources: sources.len(),
         workers,
         ..Default::default()
     };

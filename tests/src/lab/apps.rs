@@ -127,18 +127,23 @@ impl Lab {
             .collect()
     }
 
-    /// `lab-client churn` from the client namespace's first address: `workers`
-    /// tasks open and close connections back to back for `seconds`.
-    pub fn churn(&self, target: SocketAddrV4, workers: usize, seconds: u64) -> Result<ChurnReport> {
-        // "A-A": the first client address.
-        let range = super::topology::client_range(1);
-        let source = range.split('-').next().unwrap_or(&range).to_string();
+    /// `lab-client churn` from the client namespace's first `sources`
+    /// addresses: `workers` tasks open and close connections back to back
+    /// for `seconds`.
+    pub fn churn(
+        &self,
+        target: SocketAddrV4,
+        sources: usize,
+        workers: usize,
+        seconds: u64,
+    ) -> Result<ChurnReport> {
+        let range = super::topology::client_range(sources.min(self.plan.shape.client_addrs));
         let args = vec![
             "churn".to_string(),
             "--vip".into(),
             target.to_string(),
-            "--source".into(),
-            source,
+            "--sources".into(),
+            range,
             "--workers".into(),
             workers.to_string(),
             "--seconds".into(),

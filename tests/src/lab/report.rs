@@ -16,12 +16,13 @@ pub struct BackendTally {
     pub bytes: u64,
 }
 
-/// `lab-client churn`: connections opened and closed back to back from one
-/// source address by several workers, for a fixed time.
+/// `lab-client churn`: connections opened and closed back to back by several
+/// workers, from one or more source addresses, for a fixed time.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChurnReport {
     pub target: String,
-    pub source: String,
+    /// Client addresses the workers used.
+    pub sources: usize,
     pub workers: usize,
     pub attempts: u64,
     pub errors: u64,
