@@ -57,7 +57,7 @@ struct InstanceStateLabels {
 }
 
 const ADMIN_STATES: [&str; 3] = ["ready", "drain", "maint"];
-const VRRP_STATES: [&str; 3] = ["initialize", "backup", "master"];
+const VRRP_STATES: [&str; 4] = ["initialize", "backup", "master", "fault"];
 
 /// The metrics text of `snapshot`.
 pub fn render(snapshot: &Snapshot) -> String {
