@@ -608,10 +608,10 @@ fn read_userlist_line(list: &mut Userlist, directive: Directive) {
     match (directive.keyword(), args.first()) {
         ("group", Some(group)) => {
             let mut members = Vec::new();
-            if let (Some(kw), Some(names)) = (args.get(1), args.get(2)) {
-                if kw == "users" {
-                    members = names.split(',').map(str::to_string).collect();
-                }
+            if let (Some(kw), Some(names)) = (args.get(1), args.get(2))
+                && kw == "users"
+            {
+                members = names.split(',').map(str::to_string).collect();
             }
             list.groups.push((group.clone(), members));
         }

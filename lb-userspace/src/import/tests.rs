@@ -602,3 +602,72 @@ fn node_file_arguments_need_node_and_file() {
     assert!(node_file("/etc/k.conf").unwrap_err().contains("NODE=FILE"));
     assert!(node_file("=x").is_err());
 }
+
+#[test]
+fn conditional_use_backend_and_stats_leftovers_are_listed() {
+    let text = format!(
+        "{WEB}frontend split
+  bind 192.0.2.11:443
+  acl is_admin src 192.0.2.0/24
+  use_backend pool if is_admin
+  default_backend pool
+listen stats
+  mode http
+  bind 192.0.2.11:8404
+  stats enable
+  stats auth admin:secret
+  compression algo gzip
+"
+    );
+    let imported = pair(&text).expect("imports");
+    assert!(!imported.text.contains("secret"));
+    let listed: Vec<String> = imported
+        .findings
+        .iter()
+        .filter(|f| f.dropped)
+        .map(|f| f.to_string())
+        .collect();
+    let has = |text: &str| listed.iter().any(|f| f.contains(text));
+    assert!(
+        has("haproxy.cfg:22: not imported: use_backend pool"),
+        "{listed:#?}"
+    );
+    assert!(
+        has("haproxy.cfg:21: not imported: `acl is_admin"),
+        "{listed:#?}"
+    );
+    assert!(
+        has("haproxy.cfg:28: not imported: stats auth admin:..."),
+        "{listed:#?}"
+    );
+    assert!(
+        has("haproxy.cfg:29: not imported: `compression algo gzip`"),
+        "{listed:#?}"
+    );
+}
+
+#[test]
+fn global_vrrp_version_3_drops_authentication() {
+    let a = format!(
+        "global_defs {{\n  vrrp_version 3\n}}\n{}",
+        keepalived("150", "198.51.100.1", "198.51.100.2").replace(
+            "  advert_int 1\n",
+            "  advert_int 1\n  authentication {\n    auth_type PASS\n    auth_pass x\n  }\n"
+        )
+    );
+    let b = keepalived("100", "198.51.100.2", "198.51.100.1");
+    let imported = run(WEB, &[("a", &a), ("b", &b)]);
+    // The peers disagree on authentication as written: refused.
+    assert!(errors(imported)[0].contains("differ from a.conf"));
+    let b = format!(
+        "global_defs {{\n  vrrp_version 3\n}}\n{}",
+        keepalived("100", "198.51.100.2", "198.51.100.1").replace(
+            "  advert_int 1\n",
+            "  advert_int 1\n  authentication {\n    auth_type PASS\n    auth_pass x\n  }\n"
+        )
+    );
+    let imported = run(WEB, &[("a", &a), ("b", &b)]).expect("imports");
+    let config = config::parse(&imported.text, "lbd.toml").expect("valid");
+    assert_eq!(config.vrrp[0].version, config::VrrpVersion::V3);
+    assert!(config.vrrp[0].auth.is_none());
+}

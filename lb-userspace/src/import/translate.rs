@@ -144,7 +144,16 @@ fn backend_of<'a>(ctx: &mut Ctx<'a>, front: &'a Proxy) -> Option<&'a Proxy> {
     if front.kind() == ProxyKind::Listen {
         return Some(front);
     }
+    // One unconditional use_backend is a default_backend.
+    let chosen = match (&front.default_backend, front.use_backends.as_slice()) {
+        (Some(default), _) => Some((default.line, default.value.as_str())),
+        (None, [only]) if only.value.1.is_empty() => Some((only.line, only.value.0.as_str())),
+        _ => None,
+    };
     for use_backend in &front.use_backends {
+        if chosen.is_some_and(|(line, _)| line == use_backend.line) {
+            continue;
+        }
         let at = ctx.at(use_backend.line);
         ctx.drop(
             at,
@@ -153,21 +162,10 @@ fn backend_of<'a>(ctx: &mut Ctx<'a>, front: &'a Proxy) -> Option<&'a Proxy> {
              VIP or port",
         );
     }
-    let name = match (&front.default_backend, front.use_backends.as_slice()) {
-        (Some(default), _) => default,
-        // One unconditional use_backend is a default_backend.
-        (None, [only]) if only.value.1.is_empty() => {
-            ctx.findings.pop();
-            return ctx
-                .ha
-                .proxy(&only.value.0, |k| k != ProxyKind::Frontend)
-                .or_else(|| missing_backend(ctx, only.line, &only.value.0));
-        }
-        _ => return None,
-    };
+    let (line, name) = chosen?;
     ctx.ha
-        .proxy(&name.value, |k| k != ProxyKind::Frontend)
-        .or_else(|| missing_backend(ctx, name.line, &name.value))
+        .proxy(name, |k| k != ProxyKind::Frontend)
+        .or_else(|| missing_backend(ctx, line, name))
 }
 
 fn missing_backend<'a>(ctx: &mut Ctx, line: usize, name: &str) -> Option<&'a Proxy> {
@@ -193,6 +191,18 @@ fn frontends(ctx: &mut Ctx, lbd: &mut Lbd) {
             });
         if let Some(stats) = stats {
             admin(ctx, lbd, front, stats);
+            for proxy in [front, stats] {
+                for directive in &proxy.other {
+                    ctx.drop(
+                        ctx.at(directive.line),
+                        format!("`{}`", directive.text()),
+                        "lb's stats page has no such setting",
+                    );
+                }
+                if std::ptr::eq(front, stats) {
+                    break;
+                }
+            }
             continue;
         }
         if !front.redirects.is_empty() && backend.is_none() {
@@ -432,10 +442,10 @@ fn timeouts(ctx: &mut Ctx, service: &mut super::render::Service, front: &Proxy, 
              HAProxy timeouts); long-lived sessions such as Horizon want hours",
         );
     }
-    if let Some(connect) = backend.timeout("connect") {
-        if let Some(text) = haproxy_duration(&connect.value) {
-            block.set("tcp_syn", quote(&text));
-        }
+    if let Some(connect) = backend.timeout("connect")
+        && let Some(text) = haproxy_duration(&connect.value)
+    {
+        block.set("tcp_syn", quote(&text));
     }
     for name in [
         "tunnel",
@@ -477,14 +487,14 @@ fn check(ctx: &mut Ctx, service: &mut super::render::Service, backend: &Proxy) {
             1 => Some(&words[0]),
             _ => Some(&words[1]),
         };
-        if let Some(method) = words.first().filter(|_| words.len() > 1) {
-            if method != "GET" {
-                ctx.note(
-                    ctx.at(httpchk.line),
-                    format!("option httpchk {method}"),
-                    "lb's http check always sends GET",
-                );
-            }
+        if let Some(method) = words.first().filter(|_| words.len() > 1)
+            && method != "GET"
+        {
+            ctx.note(
+                ctx.at(httpchk.line),
+                format!("option httpchk {method}"),
+                "lb's http check always sends GET",
+            );
         }
         if let Some(uri) = uri {
             block.set("path", quote(uri));
@@ -518,10 +528,10 @@ fn check(ctx: &mut Ctx, service: &mut super::render::Service, backend: &Proxy) {
             }
         }
     }
-    if let Some(t) = backend.timeout("check") {
-        if let Some(d) = haproxy_duration(&t.value) {
-            block.set("timeout", quote(&d));
-        }
+    if let Some(t) = backend.timeout("check")
+        && let Some(d) = haproxy_duration(&t.value)
+    {
+        block.set("timeout", quote(&d));
     }
     if kind == "https" {
         let verify = first.value("verify") == Some("required");
@@ -1019,6 +1029,7 @@ fn vrrp(ctx: &mut Ctx, lbd: &mut Lbd, nodes: &[(String, KeepalivedConfig)]) {
                     "lb sends gratuitous ARPs as keepalived's defaults do (garp = { count, \
                      interval, delay } in [[vrrp]] to change them)"
                 }
+                "vrrp_version" => "applied to every instance as its `version`",
                 "vrrp_skip_check_adv_addr"
                 | "vrrp_strict"
                 | "enable_script_security"
@@ -1037,6 +1048,21 @@ fn vrrp(ctx: &mut Ctx, lbd: &mut Lbd, nodes: &[(String, KeepalivedConfig)]) {
                 format!("`{}`", other.text()),
                 "lb has no counterpart (it runs VRRP instances only)",
             );
+        }
+    }
+    for (_, conf) in nodes {
+        for script in &conf.scripts {
+            let tracked = conf
+                .instances
+                .iter()
+                .any(|i| i.track_scripts.iter().any(|(_, s)| s == &script.name));
+            if !tracked {
+                ctx.note(
+                    Pos::new(&conf.file, script.line),
+                    format!("vrrp_script {}", script.name),
+                    "no vrrp_instance tracks it, so it is not imported",
+                );
+            }
         }
     }
     // Instances are matched by name across the nodes' files.
@@ -1235,11 +1261,32 @@ fn vrrp_instance(ctx: &mut Ctx, lbd: &mut Lbd, nodes: &[(String, KeepalivedConfi
             ),
         }
     }
-    if let Some((line, version)) = &first.version {
-        block.set("version", version.clone());
-        let _ = line;
+    let global_version = first_conf
+        .global_defs
+        .iter()
+        .find(|n| n.keyword() == "vrrp_version")
+        .and_then(|n| n.arg(0).map(|v| (n.line, v.to_string())));
+    if let Some((line, version)) = first.version.clone().or(global_version) {
+        match version.as_str() {
+            "2" | "3" => block.set("version", version),
+            _ => ctx.error(
+                at(first_conf, line),
+                format!("version {version}"),
+                "must be 2 or 3",
+            ),
+        }
     }
-    if let Some((line, kind, password)) = &first.authentication {
+    if let Some((line, _, _)) = first
+        .authentication
+        .as_ref()
+        .filter(|_| block.get("version") == Some("3"))
+    {
+        ctx.note(
+            at(first_conf, *line),
+            "authentication",
+            "VRRPv3 has no authentication (keepalived ignores it too); not written",
+        );
+    } else if let Some((line, kind, password)) = &first.authentication {
         match (kind.as_deref().map(str::to_ascii_lowercase), password) {
             (Some(kind), Some(password)) if kind == "ah" || kind == "pass" => block.set(
                 "auth",
@@ -1343,10 +1390,10 @@ fn vrrp_instance(ctx: &mut Ctx, lbd: &mut Lbd, nodes: &[(String, KeepalivedConfi
         } else {
             track.set("kind", quote("script"));
             track.set("command", quote(&command));
-            if let Some((_, interval)) = &script.interval {
-                if let Some(d) = keepalived_seconds(interval) {
-                    track.set("interval", quote(&d));
-                }
+            if let Some((_, interval)) = &script.interval
+                && let Some(d) = keepalived_seconds(interval)
+            {
+                track.set("interval", quote(&d));
             }
             ctx.note(
                 at(first_conf, script.line),
@@ -1355,14 +1402,14 @@ fn vrrp_instance(ctx: &mut Ctx, lbd: &mut Lbd, nodes: &[(String, KeepalivedConfi
             );
         }
         for (key, value) in [("fall", &script.fall), ("rise", &script.rise)] {
-            if let Some((line, v)) = value {
-                if v != "1" {
-                    ctx.drop(
-                        at(first_conf, *line),
-                        format!("{key} {v}"),
-                        "lb's track reacts to each result; there is no fall/rise count",
-                    );
-                }
+            if let Some((line, v)) = value
+                && v != "1"
+            {
+                ctx.drop(
+                    at(first_conf, *line),
+                    format!("{key} {v}"),
+                    "lb's track reacts to each result; there is no fall/rise count",
+                );
             }
         }
         for other in &script.other {
