@@ -35,7 +35,7 @@ use anyhow::{Context, Result, bail, ensure};
 use lb_tests::lab::{HttpReport, Lab, Lbd, ServiceConfig, binaries, netns};
 use lb_tests::peer_bench::cpu::{BenchCgroup, CpuMeter};
 use lb_tests::peer_bench::results::{self, PeerResults, Run, Setup, Shape};
-use lb_tests::peer_bench::{nftables, nginx, wrk};
+use lb_tests::peer_bench::{netstat, nftables, nginx, wrk};
 
 const ROUNDS: usize = 3;
 const SECONDS: f64 = 5.0;
@@ -431,6 +431,7 @@ impl<'a> PeerLab<'a> {
         let mut runs = Vec::new();
         for shape in Shape::ALL {
             check_interrupted()?;
+            let retransmits_before = self.syn_retransmits()?;
             let before = self.meter.read()?;
             let (ok, errors, seconds, problem) = match shape {
                 Shape::KeepAlive => self.wrk(target, false)?,
@@ -438,6 +439,7 @@ impl<'a> PeerLab<'a> {
                 Shape::CloseManyClients => self.many_clients(target)?,
             };
             let cpu = self.meter.since(&before)?;
+            let syn_retransmits = self.syn_retransmits()?.saturating_sub(retransmits_before);
             if ok == 0 {
                 bail!(
                     "{} / {}: no request was answered ({errors} errors): {problem}",
@@ -454,14 +456,16 @@ impl<'a> PeerLab<'a> {
                 seconds,
                 cpu_ns: cpu.ours_ns,
                 machine_cpu_ns: cpu.machine_ns,
+                syn_retransmits,
             };
             eprintln!(
-                "round {} {:<8} {:<40} {:>7.0} req/s  {:>5.1} us CPU/req  {errors} errors",
+                "round {} {:<8} {:<40} {:>7.0} req/s  {:>5.1} us CPU/req  {:.2} cores  {errors} errors  {syn_retransmits} SYN retransmits",
                 round + 1,
                 setup.name(),
                 shape.name(),
                 run.req_per_s(),
-                run.cpu_us_per_req().unwrap_or(0.0)
+                run.cpu_us_per_req().unwrap_or(0.0),
+                run.cores(),
             );
             runs.push(run);
         }
@@ -533,6 +537,17 @@ impl<'a> PeerLab<'a> {
             report.elapsed_ms as f64 / 1000.0,
             format!("{:?}", report.error_samples),
         ))
+    }
+
+    /// SYN retransmissions of the client namespace so far.
+    fn syn_retransmits(&self) -> Result<u64> {
+        let out = self.lab.exec_in("cl", &["cat", "/proc/net/netstat"])?;
+        netstat::counter(
+            &String::from_utf8_lossy(&out.stdout),
+            "TcpExt",
+            "TCPSynRetrans",
+        )
+        .context("the client namespace's /proc/net/netstat has no TcpExt TCPSynRetrans")
     }
 
     /// lbd's reason counters, as `lbd status --json` reports them.

@@ -5,6 +5,7 @@
 //! are unit-tested; the binary runs the lab.
 
 pub mod cpu;
+pub mod netstat;
 pub mod nftables;
 pub mod nginx;
 pub mod results;

@@ -80,6 +80,9 @@ pub struct Run {
     pub cpu_ns: u64,
     /// CPU of the whole machine (other users included), ns.
     pub machine_cpu_ns: u64,
+    /// SYNs the clients had to send again: each is a connection that
+    /// waited at least a second for its handshake.
+    pub syn_retransmits: u64,
 }
 
 impl Run {
@@ -93,6 +96,15 @@ impl Run {
 
     pub fn cpu_us_per_req(&self) -> Option<f64> {
         (self.ok > 0).then(|| self.cpu_ns as f64 / 1000.0 / self.ok as f64)
+    }
+
+    /// Cores the bench's processes kept busy on average.
+    pub fn cores(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.cpu_ns as f64 / 1e9 / self.seconds
+        } else {
+            0.0
+        }
     }
 
     pub fn machine_cpu_us_per_req(&self) -> Option<f64> {
@@ -110,8 +122,13 @@ pub struct Row {
     pub ratio_to_direct: Option<f64>,
     pub cpu_us_per_req: Option<f64>,
     pub machine_cpu_us_per_req: Option<f64>,
+    /// Median cores busy with the bench: on a shared machine, how much of
+    /// it the run got.
+    pub cores: f64,
     /// Errors summed over the rounds.
     pub errors: u64,
+    /// Client SYN retransmissions summed over the rounds.
+    pub syn_retransmits: u64,
     pub req_per_s_by_round: Vec<f64>,
 }
 
@@ -151,7 +168,10 @@ pub fn rows(runs: &[Run]) -> Vec<Row> {
                 ratio_to_direct: median_f64(&ratios),
                 cpu_us_per_req: median_f64(&cpu),
                 machine_cpu_us_per_req: median_f64(&machine),
+                cores: median_f64(&list.iter().map(|r| r.cores()).collect::<Vec<_>>())
+                    .unwrap_or(0.0),
                 errors: list.iter().map(|r| r.errors).sum(),
+                syn_retransmits: list.iter().map(|r| r.syn_retransmits).sum(),
                 req_per_s_by_round: rates,
             });
         }
@@ -206,9 +226,11 @@ pub fn render(rows: &[Row]) -> String {
         "req/s",
         "ratio to direct",
         "CPU us/req",
+        "cores",
         "errors",
+        "SYN retrans",
     ];
-    let lines: Vec<[String; 6]> = rows
+    let lines: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {
             [
@@ -217,7 +239,9 @@ pub fn render(rows: &[Row]) -> String {
                 format!("{:.0}", r.req_per_s),
                 fmt(r.ratio_to_direct, 2),
                 fmt(r.cpu_us_per_req, 1),
+                format!("{:.2}", r.cores),
                 r.errors.to_string(),
+                r.syn_retransmits.to_string(),
             ]
         })
         .collect();
@@ -285,6 +309,7 @@ mod tests {
             seconds: 1.0,
             cpu_ns: ok * 100_000,
             machine_cpu_ns: ok * 150_000,
+            syn_retransmits: 0,
         }
     }
 
