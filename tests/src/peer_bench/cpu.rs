@@ -46,6 +46,7 @@ impl BenchCgroup {
         let relative = own_cgroup(&own, kind)
             .context("/proc/self/cgroup does not name this process's cgroup")?;
         let home = root.join(relative.trim_start_matches('/'));
+        remove_stale(&root, name);
         let dir = root.join(name);
         if !dir.exists() {
             std::fs::create_dir(&dir)
@@ -110,6 +111,32 @@ impl Drop for BenchCgroup {
             "could not remove the cgroup {}: processes are still in it",
             self.dir.display()
         );
+    }
+}
+
+/// Removes cgroups left by benches that were killed before their cleanup:
+/// named like `name` (`<word>-<pid>`) but for a process that is gone. Only
+/// empty cgroups can be removed, so a live one is never touched.
+fn remove_stale(root: &Path, name: &str) {
+    let Some((stem, _)) = name.rsplit_once('-') else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let found = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = found
+            .strip_prefix(stem)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() && std::fs::remove_dir(entry.path()).is_ok()
+        {
+            eprintln!("removed the cgroup {found}, left by a bench that was killed");
+        }
     }
 }
 
