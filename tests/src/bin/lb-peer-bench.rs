@@ -198,7 +198,9 @@ fn run() -> Result<()> {
     let targets = results::targets(&rows, snat_exhausted);
     let method = format!(
         "{} interleaved rounds (setup order rotates), {} s per run, medians over rounds; ratio = req/s over direct's in the same round; \
-         CPU us/req = CPU time of the bench's cgroup ({}) plus ksoftirqd over the run, divided by the requests answered 200",
+         CPU us/req = CPU time of the bench's cgroup ({}) plus ksoftirqd over the run, divided by the requests answered 200; \
+         req/CPU vs direct = direct's CPU us/req in the same round over this one's; cores = the run's CPU time over its duration \
+         (the machine is shared: req/s follows the cores a run got); SYN retrans = the clients' TCPSynRetrans over the run",
         opts.rounds,
         opts.seconds,
         meter.describe()
@@ -241,12 +243,14 @@ fn run() -> Result<()> {
     for t in &targets {
         let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
         println!(
-            "Target ({}): lbd ratio {} >= nftables ratio {} with drop_snat_exhausted {} = 0: {}",
+            "Target ({}): lbd ratio {} >= nftables ratio {} with drop_snat_exhausted {} = 0: {} (per CPU second: lbd {}, nftables {})",
             t.shape.name(),
             f(t.lbd_ratio),
             f(t.nftables_ratio),
             t.drop_snat_exhausted,
-            if t.met { "met" } else { "NOT met" }
+            if t.met { "met" } else { "NOT met" },
+            f(t.lbd_cpu_ratio),
+            f(t.nftables_cpu_ratio),
         );
     }
     if opts.quick {

@@ -121,6 +121,11 @@ pub struct Row {
     /// Median over rounds of req/s divided by direct's in the same round.
     pub ratio_to_direct: Option<f64>,
     pub cpu_us_per_req: Option<f64>,
+    /// Median over rounds of direct's CPU per request in the same round
+    /// divided by this one's: requests per CPU second relative to direct.
+    /// Unlike req/s it does not move with the share of a busy machine a run
+    /// happened to get.
+    pub cpu_ratio_to_direct: Option<f64>,
     pub machine_cpu_us_per_req: Option<f64>,
     /// Median cores busy with the bench: on a shared machine, how much of
     /// it the run got.
@@ -139,9 +144,12 @@ pub fn rows(runs: &[Run]) -> Vec<Row> {
     for run in runs {
         by_key.entry((run.shape, run.setup)).or_default().push(run);
     }
-    let direct_in = |shape: Shape, round: usize| {
+    let direct_run = |shape: Shape, round: usize| {
         runs.iter()
             .find(|r| r.shape == shape && r.setup == Setup::Direct && r.round == round)
+    };
+    let direct_in = |shape: Shape, round: usize| {
+        direct_run(shape, round)
             .map(Run::req_per_s)
             .filter(|rps| *rps > 0.0)
     };
@@ -157,6 +165,13 @@ pub fn rows(runs: &[Run]) -> Vec<Row> {
                 .filter_map(|r| Some(r.req_per_s() / direct_in(shape, r.round)?))
                 .collect();
             let cpu: Vec<f64> = list.iter().filter_map(|r| r.cpu_us_per_req()).collect();
+            let efficiency: Vec<f64> = list
+                .iter()
+                .filter_map(|r| {
+                    let direct = direct_run(shape, r.round)?.cpu_us_per_req()?;
+                    Some(direct / r.cpu_us_per_req().filter(|c| *c > 0.0)?)
+                })
+                .collect();
             let machine: Vec<f64> = list
                 .iter()
                 .filter_map(|r| r.machine_cpu_us_per_req())
@@ -167,6 +182,7 @@ pub fn rows(runs: &[Run]) -> Vec<Row> {
                 req_per_s: median_f64(&rates).unwrap_or(0.0),
                 ratio_to_direct: median_f64(&ratios),
                 cpu_us_per_req: median_f64(&cpu),
+                cpu_ratio_to_direct: median_f64(&efficiency),
                 machine_cpu_us_per_req: median_f64(&machine),
                 cores: median_f64(&list.iter().map(|r| r.cores()).collect::<Vec<_>>())
                     .unwrap_or(0.0),
@@ -186,16 +202,20 @@ pub struct Target {
     pub shape: Shape,
     pub lbd_ratio: Option<f64>,
     pub nftables_ratio: Option<f64>,
+    /// The same comparison per CPU second (not part of the target; steadier
+    /// on a shared machine).
+    pub lbd_cpu_ratio: Option<f64>,
+    pub nftables_cpu_ratio: Option<f64>,
     pub drop_snat_exhausted: u64,
     pub met: bool,
 }
 
 pub fn targets(rows: &[Row], drop_snat_exhausted: u64) -> Vec<Target> {
-    let ratio = |shape: Shape, setup: Setup| {
-        rows.iter()
-            .find(|r| r.shape == shape && r.setup == setup)
-            .and_then(|r| r.ratio_to_direct)
-    };
+    let row =
+        |shape: Shape, setup: Setup| rows.iter().find(|r| r.shape == shape && r.setup == setup);
+    let ratio = |shape: Shape, setup: Setup| row(shape, setup).and_then(|r| r.ratio_to_direct);
+    let cpu_ratio =
+        |shape: Shape, setup: Setup| row(shape, setup).and_then(|r| r.cpu_ratio_to_direct);
     Shape::ALL
         .into_iter()
         .filter(|s| s.per_request_connections())
@@ -209,6 +229,8 @@ pub fn targets(rows: &[Row], drop_snat_exhausted: u64) -> Vec<Target> {
                 shape,
                 lbd_ratio: lbd,
                 nftables_ratio: nft,
+                lbd_cpu_ratio: cpu_ratio(shape, Setup::Lbd),
+                nftables_cpu_ratio: cpu_ratio(shape, Setup::Nftables),
                 drop_snat_exhausted,
                 met: drop_snat_exhausted == 0 && matches!((lbd, nft), (Some(l), Some(n)) if l >= n),
             })
@@ -226,11 +248,12 @@ pub fn render(rows: &[Row]) -> String {
         "req/s",
         "ratio to direct",
         "CPU us/req",
+        "req/CPU vs direct",
         "cores",
         "errors",
         "SYN retrans",
     ];
-    let lines: Vec<[String; 8]> = rows
+    let lines: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
@@ -239,6 +262,7 @@ pub fn render(rows: &[Row]) -> String {
                 format!("{:.0}", r.req_per_s),
                 fmt(r.ratio_to_direct, 2),
                 fmt(r.cpu_us_per_req, 1),
+                fmt(r.cpu_ratio_to_direct, 2),
                 format!("{:.2}", r.cores),
                 r.errors.to_string(),
                 r.syn_retransmits.to_string(),
@@ -332,6 +356,8 @@ mod tests {
         // 0.9, 0.8, 0.9: the median of the per-round ratios, not 720/800.
         assert!((lbd.ratio_to_direct.unwrap() - 0.9).abs() < 1e-9);
         assert!((lbd.cpu_us_per_req.unwrap() - 100.0).abs() < 1e-9);
+        // The same CPU per request as direct in every round.
+        assert!((lbd.cpu_ratio_to_direct.unwrap() - 1.0).abs() < 1e-9);
         assert_eq!(rows[0].ratio_to_direct, Some(1.0));
     }
 
