@@ -46,7 +46,8 @@ struct Tally {
 }
 
 /// Runs the load and reports what came back. Workers start no request after
-/// `duration`; one in flight then ends within `op_timeout` per operation.
+/// `duration`; one in flight then ends within `op_timeout` per operation,
+/// and its answer is not counted.
 pub async fn run(load: &HttpLoad) -> Result<HttpReport> {
     if load.sources.is_empty() || load.connections == 0 {
         bail!("an HTTP load needs at least one source address and one connection");
@@ -84,7 +85,7 @@ pub async fn run(load: &HttpLoad) -> Result<HttpReport> {
     }
     report.errors = errors.count;
     report.error_samples = errors.samples;
-    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    report.elapsed_ms = load.duration.as_millis() as u64;
     Ok(report)
 }
 
@@ -109,6 +110,9 @@ async fn worker(
         }
         .await;
         match outcome {
+            // An answer that came after the end is not counted: the rate is
+            // taken over the run's duration, as wrk does.
+            Ok(_) if Instant::now() > end => break,
             Ok(status) => {
                 if status == 200 {
                     tally.ok += 1;

@@ -144,7 +144,7 @@ pub struct HttpReport {
     /// Connects, writes or reads that failed or timed out.
     pub errors: u64,
     pub error_samples: Vec<String>,
-    /// From the first request to the last answer.
+    /// The run's duration: answers after it are not counted.
     pub elapsed_ms: u64,
 }
 
