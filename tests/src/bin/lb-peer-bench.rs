@@ -25,6 +25,7 @@
 //!
 //! Needs root, nginx and wrk (`cargo xtask bench` installs them).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Output, Stdio};
@@ -173,7 +174,7 @@ fn run() -> Result<()> {
     let bench = PeerLab::prepare(&lab, &meter, &opts)?;
 
     let mut runs = Vec::new();
-    let mut events: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut events: BTreeMap<String, u64> = BTreeMap::new();
     let started = Instant::now();
     for round in 0..opts.rounds {
         for i in 0..Setup::ALL.len() {
@@ -205,16 +206,42 @@ fn run() -> Result<()> {
         opts.seconds,
         meter.describe()
     );
+    print_report(&rows, &targets, &events, &method, took);
+    if opts.quick {
+        println!(
+            "Quick run: every setup and shape served requests, but {QUICK_SECONDS} s runs in one round measure nothing; no results written."
+        );
+        return Ok(());
+    }
+    write_json(&PeerResults {
+        method,
+        rounds: opts.rounds,
+        seconds_per_run: opts.seconds,
+        rows,
+        lbd_datapath_events: events,
+        targets,
+        runs,
+    })
+}
+
+/// The table, the per-round figures, lbd's events and the target verdicts.
+fn print_report(
+    rows: &[results::Row],
+    targets: &[results::Target],
+    events: &BTreeMap<String, u64>,
+    method: &str,
+    took: Duration,
+) {
     println!();
     println!("Peer lab: HTTP GET of a small page, nginx backends");
-    print!("{}", results::render(&rows));
+    print!("{}", results::render(rows));
     println!();
     println!(
         "Method: {method}. Shapes: wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} (keep-alive, and -H \"Connection: close\") from one client address; lab-client http, one connection per request from each of {CLIENT_ADDRS} addresses at once. Runs took {:.0} s in all.",
         took.as_secs_f64()
     );
     println!("req/s per round:");
-    for row in &rows {
+    for row in rows {
         let v: Vec<String> = row
             .req_per_s_by_round
             .iter()
@@ -240,10 +267,10 @@ fn run() -> Result<()> {
             shown.join(", ")
         }
     );
-    for t in &targets {
+    for t in targets {
         let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
         println!(
-            "Target ({}): lbd ratio {} >= nftables ratio {} with drop_snat_exhausted {} = 0: {} (per CPU second: lbd {}, nftables {})",
+            "Target ({}: lbd's ratio at least nftables', no drop_snat_exhausted): lbd {}, nftables {}, drop_snat_exhausted {}: {} (per CPU second: lbd {}, nftables {})",
             t.shape.name(),
             f(t.lbd_ratio),
             f(t.nftables_ratio),
@@ -253,21 +280,6 @@ fn run() -> Result<()> {
             f(t.nftables_cpu_ratio),
         );
     }
-    if opts.quick {
-        println!(
-            "Quick run: every setup and shape served requests, but {QUICK_SECONDS} s runs in one round measure nothing; no results written."
-        );
-        return Ok(());
-    }
-    write_json(&PeerResults {
-        method,
-        rounds: opts.rounds,
-        seconds_per_run: opts.seconds,
-        rows,
-        lbd_datapath_events: events,
-        targets,
-        runs,
-    })
 }
 
 fn check_interrupted() -> Result<()> {
