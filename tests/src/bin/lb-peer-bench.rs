@@ -5,14 +5,15 @@
 //! (203.0.113.10-209), the balancer's namespace lb1 (VIP 192.0.2.10), and
 //! three backends be1-be3 (198.51.100.11-13), each running Debian's nginx
 //! with one small static page, all joined by a bridge. Three setups take
-//! turns in every round (the order rotates):
+//! turns for each load shape in every round (the order rotates), so the runs
+//! a ratio compares are seconds apart:
 //!
 //! - direct: the client talks to be1; the balancer is not on the path;
 //! - nftables: DNAT of the VIP by a hash of the client address,
 //!   masquerade, conntrack (`lb_tests::peer_bench::nftables`);
-//! - lbd: a fresh agent each round, `scheduler = "source"`, default
+//! - lbd: a fresh agent for each run, `scheduler = "source"`, default
 //!   timeouts, the lab's SNAT range, XDP in native mode on lb1's eth0;
-//!   stopped and detached (`lbd stop --detach`) after its runs, so the
+//!   stopped and detached (`lbd stop --detach`) after its run, so the
 //!   nftables runs see a plain kernel.
 //!
 //! Each setup runs three load shapes: wrk keep-alive and wrk with
@@ -176,16 +177,21 @@ fn run() -> Result<()> {
     let mut runs = Vec::new();
     let mut events: BTreeMap<String, u64> = BTreeMap::new();
     let started = Instant::now();
+    // The setups take turns per shape, so the runs compared in a ratio are
+    // seconds apart, not minutes: on a shared machine what else runs
+    // changes in between. The order rotates so none is always first.
     for round in 0..opts.rounds {
-        for i in 0..Setup::ALL.len() {
-            let setup = Setup::ALL[(i + round) % Setup::ALL.len()];
-            check_interrupted()?;
-            let slot = bench
-                .slot(setup, round)
-                .with_context(|| format!("{} in round {}", setup.name(), round + 1))?;
-            runs.extend(slot.runs);
-            for (reason, count) in slot.lbd_events {
-                *events.entry(reason).or_default() += count;
+        for (s, shape) in Shape::ALL.into_iter().enumerate() {
+            for i in 0..Setup::ALL.len() {
+                let setup = Setup::ALL[(i + round + s) % Setup::ALL.len()];
+                check_interrupted()?;
+                let slot = bench.slot(setup, shape, round).with_context(|| {
+                    format!("{} / {} in round {}", setup.name(), shape.name(), round + 1)
+                })?;
+                runs.push(slot.run);
+                for (reason, count) in slot.lbd_events {
+                    *events.entry(reason).or_default() += count;
+                }
             }
         }
     }
@@ -198,7 +204,7 @@ fn run() -> Result<()> {
     let snat_exhausted = events.get("drop_snat_exhausted").copied().unwrap_or(0);
     let targets = results::targets(&rows, snat_exhausted);
     let method = format!(
-        "{} interleaved rounds (setup order rotates), {} s per run, medians over rounds; ratio = req/s over direct's in the same round; \
+        "{} interleaved rounds (the setups take turns per shape, order rotating), {} s per run, medians over rounds; ratio = req/s over direct's in the same round; \
          CPU us/req = CPU time of the bench's cgroup ({}) plus ksoftirqd over the run, divided by the requests answered 200; \
          req/CPU vs direct = direct's CPU us/req in the same round over this one's; cores = the run's CPU time over its duration \
          (the machine is shared: req/s follows the cores a run got); SYN retrans = the clients' TCPSynRetrans over the run",
@@ -260,7 +266,7 @@ fn print_report(
         .map(|(r, n)| format!("{r} {n}"))
         .collect();
     println!(
-        "lbd data-path events (`lbd status`, after the connection-per-request runs, summed over rounds, each a fresh agent; the others are 0): {}",
+        "lbd data-path events (`lbd status` after each of its runs, summed; a fresh agent each run; the others are 0): {}",
         if shown.is_empty() {
             "none".to_string()
         } else {
@@ -308,9 +314,9 @@ struct PeerLab<'a> {
     lbd_config: PathBuf,
 }
 
-/// What one setup's turn in a round produced.
+/// What one setup's turn produced.
 struct Slot {
-    runs: Vec<Run>,
+    run: Run,
     lbd_events: Vec<(String, u64)>,
 }
 
@@ -347,10 +353,11 @@ impl<'a> PeerLab<'a> {
         })
     }
 
-    fn slot(&self, setup: Setup, round: usize) -> Result<Slot> {
+    /// Sets `setup` up, runs `shape` through it, and takes it down again.
+    fn slot(&self, setup: Setup, shape: Shape, round: usize) -> Result<Slot> {
         match setup {
             Setup::Direct => Ok(Slot {
-                runs: self.shapes(setup, round, self.direct)?,
+                run: self.measure(setup, shape, round, self.direct)?,
                 lbd_events: vec![],
             }),
             Setup::Nftables => {
@@ -368,12 +375,12 @@ impl<'a> PeerLab<'a> {
                         "eth0",
                     ),
                 )?;
-                let runs = self
+                let run = self
                     .wait_for_page(self.vip, None)
-                    .and_then(|()| self.shapes(setup, round, self.vip));
+                    .and_then(|()| self.measure(setup, shape, round, self.vip));
                 nft(self.lab, &nftables::removal())?;
                 Ok(Slot {
-                    runs: runs?,
+                    run: run?,
                     lbd_events: vec![],
                 })
             }
@@ -382,10 +389,10 @@ impl<'a> PeerLab<'a> {
                 let mut lbd = self.lab.start_lbd(1, &self.lbd_config)?;
                 let measured = self
                     .wait_for_page(self.vip, Some(&mut lbd))
-                    .and_then(|()| self.shapes(setup, round, self.vip))
-                    .and_then(|runs| {
+                    .and_then(|()| self.measure(setup, shape, round, self.vip))
+                    .and_then(|run| {
                         lbd.check_running()?;
-                        Ok((runs, self.lbd_events()?))
+                        Ok((run, self.lbd_events()?))
                     });
                 let stopped = lbd.stop(Duration::from_secs(10));
                 let detached = self.lab.lbd_command(
@@ -397,12 +404,12 @@ impl<'a> PeerLab<'a> {
                         &self.lbd_config.to_string_lossy(),
                     ],
                 );
-                let (runs, lbd_events) = measured.map_err(|e| {
+                let (run, lbd_events) = measured.map_err(|e| {
                     e.context(format!("lbd's log ends with:\n{}", lbd.log_tail(20)))
                 })?;
                 stopped.context("lbd did not stop")?;
                 detached.context("`lbd stop --detach` failed")?;
-                Ok(Slot { runs, lbd_events })
+                Ok(Slot { run, lbd_events })
             }
         }
     }
@@ -443,49 +450,52 @@ impl<'a> PeerLab<'a> {
         bail!("{target} did not serve the page within {LBD_START_TIMEOUT:?} (last: {last})")
     }
 
-    fn shapes(&self, setup: Setup, round: usize, target: SocketAddrV4) -> Result<Vec<Run>> {
-        let mut runs = Vec::new();
-        for shape in Shape::ALL {
-            check_interrupted()?;
-            let retransmits_before = self.syn_retransmits()?;
-            let before = self.meter.read()?;
-            let (ok, errors, seconds, problem) = match shape {
-                Shape::KeepAlive => self.wrk(target, false)?,
-                Shape::CloseOneClient => self.wrk(target, true)?,
-                Shape::CloseManyClients => self.many_clients(target)?,
-            };
-            let cpu = self.meter.since(&before)?;
-            let syn_retransmits = self.syn_retransmits()?.saturating_sub(retransmits_before);
-            if ok == 0 {
-                bail!(
-                    "{} / {}: no request was answered ({errors} errors): {problem}",
-                    setup.name(),
-                    shape.name()
-                );
-            }
-            let run = Run {
-                round,
-                setup,
-                shape,
-                ok,
-                errors,
-                seconds,
-                cpu_ns: cpu.ours_ns,
-                machine_cpu_ns: cpu.machine_ns,
-                syn_retransmits,
-            };
-            eprintln!(
-                "round {} {:<8} {:<40} {:>7.0} req/s  {:>5.1} us CPU/req  {:.2} cores  {errors} errors  {syn_retransmits} SYN retransmits",
-                round + 1,
+    /// One run of `shape` against `target`, with its CPU and SYN
+    /// retransmissions; fails when no request was answered.
+    fn measure(
+        &self,
+        setup: Setup,
+        shape: Shape,
+        round: usize,
+        target: SocketAddrV4,
+    ) -> Result<Run> {
+        let retransmits_before = self.syn_retransmits()?;
+        let before = self.meter.read()?;
+        let (ok, errors, seconds, problem) = match shape {
+            Shape::KeepAlive => self.wrk(target, false)?,
+            Shape::CloseOneClient => self.wrk(target, true)?,
+            Shape::CloseManyClients => self.many_clients(target)?,
+        };
+        let cpu = self.meter.since(&before)?;
+        let syn_retransmits = self.syn_retransmits()?.saturating_sub(retransmits_before);
+        if ok == 0 {
+            bail!(
+                "{} / {}: no request was answered ({errors} errors): {problem}",
                 setup.name(),
-                shape.name(),
-                run.req_per_s(),
-                run.cpu_us_per_req().unwrap_or(0.0),
-                run.cores(),
+                shape.name()
             );
-            runs.push(run);
         }
-        Ok(runs)
+        let run = Run {
+            round,
+            setup,
+            shape,
+            ok,
+            errors,
+            seconds,
+            cpu_ns: cpu.ours_ns,
+            machine_cpu_ns: cpu.machine_ns,
+            syn_retransmits,
+        };
+        eprintln!(
+            "round {} {:<8} {:<40} {:>7.0} req/s  {:>5.1} us CPU/req  {:.2} cores  {errors} errors  {syn_retransmits} SYN retransmits",
+            round + 1,
+            setup.name(),
+            shape.name(),
+            run.req_per_s(),
+            run.cpu_us_per_req().unwrap_or(0.0),
+            run.cores(),
+        );
+        Ok(run)
     }
 
     /// wrk from the client namespace's first address. Returns the requests

@@ -312,8 +312,8 @@ pub struct PeerResults {
     pub rounds: usize,
     pub seconds_per_run: f64,
     pub rows: Vec<Row>,
-    /// lbd's reason counters after the connection-per-request runs, summed
-    /// over the rounds (a fresh agent each round).
+    /// lbd's reason counters after each run, summed over the runs (a fresh
+    /// agent each).
     pub lbd_datapath_events: BTreeMap<String, u64>,
     pub targets: Vec<Target>,
     pub runs: Vec<Run>,
