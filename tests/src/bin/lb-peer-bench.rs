@@ -404,8 +404,13 @@ impl<'a> PeerLab<'a> {
                         &self.lbd_config.to_string_lossy(),
                     ],
                 );
+                // An lbd that exited is already reported with its log.
                 let (run, lbd_events) = measured.map_err(|e| {
-                    e.context(format!("lbd's log ends with:\n{}", lbd.log_tail(20)))
+                    if format!("{e:#}").contains("its log ends with") {
+                        e
+                    } else {
+                        e.context(format!("lbd's log ends with:\n{}", lbd.log_tail(20)))
+                    }
                 })?;
                 stopped.context("lbd did not stop")?;
                 detached.context("`lbd stop --detach` failed")?;
