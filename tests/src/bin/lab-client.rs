@@ -7,6 +7,9 @@
 //! - `hold`: N concurrent connections spread over the sources; all stay
 //!   open until every one has answered its name, then each echoes a line,
 //!   then all close.
+//! - `http`: HTTP/1.1 GETs for a fixed time, each worker bound to one
+//!   source address, kept alive or one connection per request (the peer
+//!   bench's many-clients rows; see `lb_tests::lab::http_load`).
 //!
 //! Every socket operation has a timeout and every run a deadline, so it
 //! never hangs; failures are counted and sampled, not fatal.
@@ -18,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use lb_tests::lab::http_load::{self, HttpLoad};
 use lb_tests::lab::report::{ChurnReport, ErrorSamples, HoldReport, SpreadReport};
 use lb_tests::lab::sources::parse_sources;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -86,6 +90,20 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         parallel: usize,
     },
+    /// HTTP/1.1 GETs for a fixed time from every source address.
+    Http {
+        #[command(flatten)]
+        common: Common,
+        /// Connections at once; worker i sends from source i mod the count.
+        #[arg(long, default_value_t = 200)]
+        connections: usize,
+        /// How long to send requests.
+        #[arg(long, default_value = "5", value_name = "SECONDS")]
+        seconds: f64,
+        /// A new connection per request (`Connection: close`).
+        #[arg(long)]
+        close: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -152,6 +170,28 @@ async fn main() -> Result<()> {
         } => {
             let report = hold(&common, total, parallel.max(1)).await?;
             serde_json::to_string_pretty(&report)?
+        }
+        Command::Http {
+            common,
+            connections,
+            seconds,
+            close,
+        } => {
+            if !(seconds > 0.0 && seconds <= common.deadline as f64) {
+                bail!(
+                    "--seconds must be above 0 and at most the run's --deadline ({} s), not {seconds}",
+                    common.deadline
+                );
+            }
+            let load = HttpLoad {
+                target: common.vip,
+                sources: parse_sources(&common.sources)?,
+                connections,
+                duration: Duration::from_secs_f64(seconds),
+                close,
+                op_timeout: common.op_timeout(),
+            };
+            serde_json::to_string_pretty(&http_load::run(&load).await?)?
         }
     };
     println!("{json}");

@@ -163,6 +163,26 @@ impl ErrorSamples {
     }
 }
 
+/// `lab-client http`: HTTP/1.1 GETs for a fixed time from many source
+/// addresses, one connection per worker (kept alive, or one per request).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpReport {
+    pub target: String,
+    pub sources: u64,
+    pub connections: u64,
+    /// Whether every request had its own connection (`Connection: close`).
+    pub close: bool,
+    /// Requests answered 200 with the whole body.
+    pub ok: u64,
+    /// Answers with another status.
+    pub not_ok: u64,
+    /// Connects, writes or reads that failed or timed out.
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    /// The run's duration: answers after it are not counted.
+    pub elapsed_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
