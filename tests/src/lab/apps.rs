@@ -192,6 +192,22 @@ impl Lab {
         self.client_json(&args)
     }
 
+    /// [`Lab::spread`] that must fully succeed, every source on one backend;
+    /// panics naming `what` otherwise.
+    pub fn spread_ok(
+        &self,
+        target: SocketAddrV4,
+        sources: usize,
+        per_source: usize,
+        what: &str,
+    ) -> SpreadReport {
+        let report = self
+            .spread(target, sources, per_source, &[])
+            .unwrap_or_else(|e| panic!("{what}: spread did not run: {e:#}"));
+        report.assert_all_ok_and_sticky(sources, what);
+        report
+    }
+
     /// `lab-client hold`: `total` concurrent connections over all client
     /// addresses.
     pub fn hold(&self, target: SocketAddrV4, total: usize, extra: &[&str]) -> Result<HoldReport> {

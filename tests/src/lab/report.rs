@@ -140,6 +140,17 @@ pub struct ServerStats {
     pub datagrams: u64,
 }
 
+/// The backend named `name` of the first service in an `lbd status --json`
+/// answer; panics when it is missing.
+pub fn status_backend<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["services"][0]["backends"]
+        .as_array()
+        .expect("the status lists backends")
+        .iter()
+        .find(|b| b["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in the status: {status}"))
+}
+
 /// Collects up to [`MAX_ERROR_SAMPLES`] distinct-enough error messages.
 #[derive(Debug, Default)]
 pub struct ErrorSamples {
