@@ -251,6 +251,14 @@ pub struct HopCache {
     pub expires_ns: u64,
 }
 
+/// How long ago a connection of another client must have closed (FIN both
+/// ways and acknowledged, or RST) before the data path hands its SNAT port
+/// to a new connection: past the backend's first FIN retransmission (initial
+/// RTO 1 s, 200 ms at least), in case the final ACK we forwarded was lost.
+/// It is what a closed connection costs the port space, so `lbd check`
+/// computes the SNAT ceiling from it.
+pub const SNAT_TAKEOVER_AGE_NS: u64 = 1_000_000_000;
+
 /// How stale `Flow::last_seen_ns` may get before a packet rewrites it (and
 /// re-checks the peer entry and the next-hop MAC).
 pub const REFRESH_NS: u64 = 1_000_000_000;

@@ -120,6 +120,10 @@ reasons! {
     /// The backend refused (RST) the connection a SYN cookie stood for: the
     /// client, already connected in its view, was sent a RST.
     TX_RST_COOKIE_REFUSED = 39, "tx_rst_cookie_refused";
+    /// A SYN refused because `half_open` is full: as many handshakes are in
+    /// progress as it holds (a SYN flood, or `[limits] half_open` too small
+    /// for the rate times `tcp_syn`). Handshakes never evict each other.
+    DROP_HALF_OPEN_FULL = 40, "drop_half_open_full";
 }
 
 #[cfg(test)]

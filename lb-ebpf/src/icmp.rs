@@ -16,6 +16,7 @@ use crate::{
     maps::{FLOWS, HALF_OPEN, LOCAL_ADDRS},
     packet::{Packet, ptr_at},
     parse::{SERVED, martian_source},
+    verify,
 };
 
 #[inline(never)]
@@ -38,6 +39,13 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> u32 {
     }
     if martian_source(pkt.saddr) {
         return counters::drop(reason::DROP_MARTIAN_SOURCE);
+    }
+    // Conntrack's NAT checks an error's checksum before it translates one;
+    // so do we, or the rewrite would hand a corrupt message a valid-looking
+    // outer header. Bounded by the outer total length, never the padding.
+    let icmp_len = (pkt.tot_len as usize).wrapping_sub(IPV4_MIN_HLEN);
+    if !verify::sums_to_ones(ctx, l4_off, icmp_len, 0) {
+        return counters::drop(reason::DROP_ICMP_CHECKSUM);
     }
     let inner_off = l4_off + ICMP_HLEN;
     // The quoted header and ports must lie inside the outer packet, not in

@@ -17,6 +17,7 @@ mod packet;
 mod parse;
 mod rst;
 mod syncookie;
+mod verify;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{IPPROTO_ICMP, IPPROTO_TCP, ServiceKey, local_addr_flags, reason};

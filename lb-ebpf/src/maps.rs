@@ -29,8 +29,14 @@ pub static MAGLEV: Array<u32, { (size::SERVICES * 2 * size::RING) as usize }> = 
 pub static FLOWS: LruHashMap<FlowKey, Flow, { size::FLOWS as usize }> = LruHashMap::new();
 
 /// TCP handshakes in progress, apart so a SYN flood cannot evict `flows`.
+/// A plain preallocated hash, not LRU: an insert takes an element from a
+/// per-CPU free list in constant time, where an LRU refills its per-CPU
+/// cache 128 elements at a time (~20 us every 64th SYN, the p99 of a new
+/// connection), and a handshake must never evict another one: when the
+/// table is full the SYN is refused (`drop_half_open_full`) until the
+/// agent collects handshakes older than `tcp_syn`.
 #[btf_map(name = "half_open")]
-pub static HALF_OPEN: LruHashMap<FlowKey, Flow, { size::HALF_OPEN as usize }> = LruHashMap::new();
+pub static HALF_OPEN: HashMap<FlowKey, Flow, { size::HALF_OPEN as usize }> = HashMap::new();
 
 /// Client -> backend, per service with persistence.
 #[btf_map(name = "persist")]

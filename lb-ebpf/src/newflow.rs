@@ -6,8 +6,8 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::generated::bpf_get_prandom_u32, programs::XdpContext,
 };
 use lb_common::{
-    Flow, FlowKey, IPPROTO_TCP, NO_BACKEND, Persist, PersistKey, ServiceInfo, backend_flags,
-    direction, flow_state,
+    Flow, FlowKey, IPPROTO_TCP, NO_BACKEND, Persist, PersistKey, SNAT_TAKEOVER_AGE_NS, ServiceInfo,
+    backend_flags, direction, flow_state,
     hash::{flow_hash, snat_port_candidate, source_hash},
     headers::{TCP_ACK, TCP_RST, TCP_SYN, TcpHdr},
     reason, service_flags,
@@ -30,11 +30,6 @@ const SNAT_TRIES: u32 = 32;
 /// in a random number, so a retransmitted SYN that found no port gets fresh
 /// candidates instead of failing the same way again.
 const SNAT_HASHED_TRIES: u32 = 16;
-/// How long ago a connection of another client must have closed for its
-/// SNAT port to be taken over before any free port is looked for: past the
-/// backend's first FIN retransmission (initial RTO 1 s, 200 ms at least), in
-/// case the final ACK we forwarded was lost.
-const TAKEOVER_AGE_NS: u64 = 1_000_000_000;
 
 /// A TCP/UDP packet to `svc` that missed `flows`.
 #[inline(always)]
@@ -317,14 +312,19 @@ fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, n
     if fib_err != 0 {
         return counters::drop(fib_err);
     }
-    let Some(snat_port) = claim_snat_port(pkt, fwd, tuple_hash) else {
-        // Ports held by handshakes (a spoofed flood holds them for the
-        // handshake timeout): a SYN cookie costs none.
+    let claimed = claim_snat_port(pkt, fwd, tuple_hash);
+    if claimed == 0 || claimed == CLAIM_TABLE_FULL {
+        // Ports or handshake entries held by handshakes (a spoofed flood
+        // holds them for the handshake timeout): a SYN cookie costs neither.
         if tcp && !accepted_cookie(fwd) && syncookie::allowed() {
             return ANSWER_WITH_COOKIE;
         }
+        if claimed == CLAIM_TABLE_FULL {
+            return counters::drop(reason::DROP_HALF_OPEN_FULL);
+        }
         return counters::drop(reason::DROP_SNAT_EXHAUSTED);
-    };
+    }
+    let snat_port = claimed as u16;
     fwd.nat_src_port = snat_port;
     if insert_new(tcp, key, fwd).is_err() {
         // The flow is already opening: a retransmitted SYN, or another CPU
@@ -375,15 +375,32 @@ fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceInfo, n
 /// is newer than the old connection's or its sequence number above it. A
 /// client's timestamps are monotonic toward one VIP (Linux offsets them per
 /// address pair), so a port the same client closed is taken at once, as is
-/// one closed at least [`TAKEOVER_AGE_NS`] ago (the backend's first FIN
+/// one closed at least [`SNAT_TAKEOVER_AGE_NS`] ago (the backend's first FIN
 /// retransmission is over). Other closed ports are kept as a fallback, the
 /// one closed longest ago, taken only when no better port turns up.
+///
+/// Returns the port (network order, never 0: ports start at 1024), 0 when
+/// every candidate was taken, or [`CLAIM_TABLE_FULL`] when `half_open` has
+/// no room (a port answer in one register: a BPF call returns one value).
 #[inline(never)]
-fn claim_snat_port(pkt: &Packet, fwd: &Flow, tuple_hash: u32) -> Option<u16> {
+fn claim_snat_port(pkt: &Packet, fwd: &Flow, tuple_hash: u32) -> u32 {
+    match claim(pkt, fwd, tuple_hash) {
+        Ok(port) => u32::from(port),
+        Err(full) => full,
+    }
+}
+
+/// [`claim_snat_port`]'s answer when `half_open` is full.
+const CLAIM_TABLE_FULL: u32 = 1 << 16;
+/// What a full preallocated hash answers an insert with.
+const E2BIG: i32 = 7;
+
+#[inline(always)]
+fn claim(pkt: &Packet, fwd: &Flow, tuple_hash: u32) -> Result<u16, u32> {
     let tcp = pkt.proto == IPPROTO_TCP;
-    let settings = SETTINGS.get(0)?;
+    let settings = SETTINGS.get(0).ok_or(0u32)?;
     let (port_min, port_max) = (settings.snat_port_min, settings.snat_port_max);
-    let scratch = SCRATCH.get_ptr_mut(0)?;
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(0u32)?;
     // SAFETY: this CPU's scratch row, alive for the whole program run.
     let rev = unsafe { &mut (*scratch).rev };
     *rev = reply_entry(
@@ -422,24 +439,28 @@ fn claim_snat_port(pkt: &Packet, fwd: &Flow, tuple_hash: u32) -> Option<u16> {
             snat_port_candidate(seed, attempt - 1, port_min, port_max).to_be()
         };
         attempt += 1;
-        if insert_new(tcp, &rev_key, rev).is_err() {
-            continue;
+        match insert_new(tcp, &rev_key, rev) {
+            Ok(()) => {}
+            // No room for any handshake: no other port would do better.
+            Err(e) if tcp && e == -E2BIG => return Err(CLAIM_TABLE_FULL),
+            Err(_) => continue,
         }
         if !tcp {
-            return Some(rev_key.dst_port);
+            return Ok(rev_key.dst_port);
         }
         // A TCP port is only free if no established flow holds it either;
         // checked after the claim so a concurrent promotion cannot slip by.
         // SAFETY: the value is read at once; the claim above keeps other
         // CPUs from taking the same port over meanwhile.
         let Some(old) = (unsafe { FLOWS.get(&rev_key) }) else {
-            return Some(rev_key.dst_port);
+            return Ok(rev_key.dst_port);
         };
         if old.state == flow_state::CLOSED && old.direction == direction::TO_CLIENT {
-            if old.nat_dst_ip == pkt.saddr || now.wrapping_sub(old.last_seen_ns) >= TAKEOVER_AGE_NS
+            if old.nat_dst_ip == pkt.saddr
+                || now.wrapping_sub(old.last_seen_ns) >= SNAT_TAKEOVER_AGE_NS
             {
                 take_over(&rev_key, old);
-                return Some(rev_key.dst_port);
+                return Ok(rev_key.dst_port);
             }
             if old.last_seen_ns < fallback_closed_ns {
                 fallback = rev_key.dst_port;
@@ -449,20 +470,22 @@ fn claim_snat_port(pkt: &Packet, fwd: &Flow, tuple_hash: u32) -> Option<u16> {
         let _ = HALF_OPEN.remove(&rev_key);
     }
     if fallback == 0 {
-        return None;
+        return Err(0);
     }
     rev_key.dst_port = fallback;
-    HALF_OPEN.insert(&rev_key, rev, BPF_NOEXIST as u64).ok()?;
+    HALF_OPEN
+        .insert(&rev_key, rev, BPF_NOEXIST as u64)
+        .map_err(|_| 0u32)?;
     // SAFETY: as above.
     match unsafe { FLOWS.get(&rev_key) } {
-        None => Some(fallback),
+        None => Ok(fallback),
         Some(old) if old.state == flow_state::CLOSED => {
             take_over(&rev_key, old);
-            Some(fallback)
+            Ok(fallback)
         }
         Some(_) => {
             let _ = HALF_OPEN.remove(&rev_key);
-            None
+            Err(0)
         }
     }
 }

@@ -15,6 +15,7 @@ use lb_common::{
 use crate::{
     counters,
     packet::{Packet, ptr_at},
+    verify,
 };
 
 const IP_DF: u16 = 0x4000;
@@ -103,42 +104,12 @@ pub fn answer(ctx: &XdpContext, pkt: &Packet, reason: u32) -> u32 {
     xdp_action::XDP_TX
 }
 
-/// Longest segment whose checksum is verified before a RST answers it: a
-/// standard MTU's worth. Longer ones are not answered (a stray segment to a
-/// VIP is no reason to sum jumbo frames).
-const MAX_VERIFIED: usize = 1480;
-
 /// Whether the TCP checksum of `pkt` (pseudo-header included) is right.
-/// Word by word in a bounded loop: the RST path is rare, the verifier is
-/// happier with fixed-size loads than with variable-length helper calls.
 #[inline(always)]
 fn segment_checksum_ok(ctx: &XdpContext, pkt: &Packet) -> bool {
     let seg_len = (pkt.tot_len as usize).wrapping_sub(20);
-    if seg_len > MAX_VERIFIED {
-        return false;
-    }
-    let mut sum = csum::add32(csum::add32(0, pkt.saddr), pkt.daddr)
+    let pseudo = csum::add32(csum::add32(0, pkt.saddr), pkt.daddr)
         + (IPPROTO_TCP as u16).to_be() as u64
         + (seg_len as u16).to_be() as u64;
-    let mut i = 0;
-    while i < MAX_VERIFIED / 2 {
-        if 2 * i + 1 >= seg_len {
-            break;
-        }
-        let Some(w) = ptr_at::<u16>(ctx, pkt.l4_off + 2 * i) else {
-            return false;
-        };
-        // SAFETY: bounds-checked by ptr_at.
-        sum += unsafe { *w } as u64;
-        i += 1;
-    }
-    if seg_len & 1 == 1 {
-        // The loop stopped at the last, odd byte.
-        let Some(b) = ptr_at::<u8>(ctx, pkt.l4_off + 2 * i) else {
-            return false;
-        };
-        // SAFETY: bounds-checked by ptr_at.
-        sum += u16::from_ne_bytes([unsafe { *b }, 0]) as u64;
-    }
-    csum::fold(sum) == 0xffff
+    verify::sums_to_ones(ctx, pkt.l4_off, seg_len, pseudo)
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dataplane;
 pub mod health;
 pub mod ids;
+pub mod import;
 pub mod logging;
 pub mod maglev;
 pub mod status_table;

@@ -59,6 +59,21 @@ enum Command {
     /// Print the argon2id hash of a password for `[[admin.user]] password_hash`
     /// (asked twice on a terminal, read as one line from a pipe).
     Passwd,
+    /// Translate haproxy.cfg and each node's keepalived.conf into one lbd.toml.
+    /// What has no lb equivalent is listed on stderr as file:line. Exit 0:
+    /// complete; 3: written but incomplete; 1: nothing written.
+    Import {
+        /// The haproxy.cfg both nodes run.
+        #[arg(long)]
+        haproxy: PathBuf,
+        /// NODE=keepalived.conf, once per node (the node becomes [node.NODE]).
+        #[arg(long = "keepalived", value_name = "NODE=FILE", required = true,
+              value_parser = lb_userspace::import::node_file)]
+        keepalived: Vec<(String, PathBuf)>,
+        /// Where to write lbd.toml (atomically); stdout if not given.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
     /// Print the running agent's picture: node, VRRP, and per service one
     /// row per backend (state, weight, flows, traffic). A table on a
     /// terminal, JSON when piped (scripts keep working); --table and --json
@@ -133,6 +148,11 @@ fn main() -> ExitCode {
             &target,
             &state,
         )),
+        Command::Import {
+            haproxy,
+            keepalived,
+            output,
+        } => lb_userspace::import::command(&haproxy, &keepalived, output.as_deref()),
         Command::Passwd => report(lb_userspace::admin::passwd::command()),
         Command::Status {
             config,

@@ -42,6 +42,19 @@ pub fn render(snapshot: &Snapshot, now: SystemTime) -> String {
     if !events.is_empty() {
         let _ = writeln!(out, "\ndata path events: {}", events.join(", "));
     }
+    let ports: u64 = status
+        .services
+        .iter()
+        .flat_map(|s| &s.backends)
+        .map(|b| b.snat_ports_in_use)
+        .sum();
+    if ports > 0 || status.handshakes_in_progress > 0 {
+        let _ = writeln!(
+            out,
+            "SNAT ports in use {ports} (per backend in --json), handshakes in progress {}",
+            status.handshakes_in_progress
+        );
+    }
     out
 }
 

@@ -5,5 +5,6 @@
 pub mod bench;
 pub mod lab;
 pub mod packet;
+pub mod peer_bench;
 pub mod vm;
 pub mod xdp_harness;

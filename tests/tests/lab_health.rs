@@ -85,7 +85,7 @@ fn lab_health() {
     }
 
     // (a) all UP: sources stick, every backend has clients.
-    let before = spread_ok(&lab, vip, "(a) all UP");
+    let before = lab.spread_ok(vip, CLIENTS, PER_SOURCE, "(a) all UP");
     let clients = before.clients_per_backend();
     println!("(a) clients per backend with all UP: {clients:?}");
     for n in 1..=3 {
@@ -130,7 +130,7 @@ fn lab_health() {
     })
     .unwrap_or_else(|e| panic!("the maps were not updated for {VICTIM} DOWN: {e}"));
 
-    let during = spread_ok(&lab, vip, "(b) be2 DOWN");
+    let during = lab.spread_ok(vip, CLIENTS, PER_SOURCE, "(b) be2 DOWN");
     let now = backend_of_each_source(&during);
     let mut moved = 0;
     for (source, was) in &first {
@@ -167,7 +167,7 @@ fn lab_health() {
         "the reload was refused: {}",
         lbd.log_tail(10)
     );
-    let reloaded = spread_ok(&lab, vip, "(b') after the reload");
+    let reloaded = lab.spread_ok(vip, CLIENTS, PER_SOURCE, "(b') after the reload");
     assert_eq!(
         backend_of_each_source(&reloaded),
         now,
@@ -209,7 +209,7 @@ fn lab_health() {
     })
     .unwrap_or_else(|e| panic!("the maps were not updated for {VICTIM} UP: {e}"));
 
-    let after = spread_ok(&lab, vip, "(c) be2 UP again");
+    let after = lab.spread_ok(vip, CLIENTS, PER_SOURCE, "(c) be2 UP again");
     let again = backend_of_each_source(&after);
     let strays: Vec<String> = first
         .iter()
@@ -237,16 +237,6 @@ fn lab_health() {
 
 fn ms(d: Duration) -> String {
     format!("{}ms", d.as_millis())
-}
-
-/// A spread from every client address that must fully succeed with every
-/// source on one backend.
-fn spread_ok(lab: &Lab, vip: SocketAddrV4, what: &str) -> SpreadReport {
-    let report = lab
-        .spread(vip, CLIENTS, PER_SOURCE, &[])
-        .unwrap_or_else(|e| panic!("{what}: spread did not run: {e:#}"));
-    report.assert_all_ok_and_sticky(CLIENTS, what);
-    report
 }
 
 fn backend_of_each_source(report: &SpreadReport) -> BTreeMap<String, String> {

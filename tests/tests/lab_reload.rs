@@ -66,7 +66,7 @@ fn lab_reload() {
     lab.wait_for_service(&mut lbd, vip, Duration::from_secs(15))
         .expect("the VIP answers through lbd");
 
-    let before = spread_ok(&lab, vip, "before the reload");
+    let before = lab.spread_ok(vip, CLIENTS, PER_SOURCE, "before the reload");
     let clients = before.clients_per_backend();
     println!("before the reload (weights {WEIGHTS_BEFORE:?}): clients per backend {clients:?}");
     assert!(
@@ -126,7 +126,7 @@ fn lab_reload() {
     );
 
     echo_all(&mut held, "after-reload");
-    let after = spread_ok(&lab, vip, "(a) after the reload");
+    let after = lab.spread_ok(vip, CLIENTS, PER_SOURCE, "(a) after the reload");
     let now = backend_of_each_source(&after);
     let clients = after.clients_per_backend();
     println!("(a) after the reload (weights {WEIGHTS_AFTER:?}): clients per backend {clients:?}");
@@ -193,7 +193,7 @@ fn lab_reload() {
     lbd.check_running()
         .expect("lbd keeps running after refusing a config");
     echo_all(&mut held, "after-refusal");
-    let unchanged = spread_ok(&lab, vip, "(b) after the refused reload");
+    let unchanged = lab.spread_ok(vip, CLIENTS, PER_SOURCE, "(b) after the refused reload");
     assert_eq!(
         backend_of_each_source(&unchanged),
         now,
@@ -297,14 +297,6 @@ fn backend_ids(pin_dir: &std::path::Path) -> Vec<(u32, SocketAddrV4)> {
         .iter()
         .map(|b| (b.id, b.address))
         .collect()
-}
-
-fn spread_ok(lab: &Lab, vip: SocketAddrV4, what: &str) -> SpreadReport {
-    let report = lab
-        .spread(vip, CLIENTS, PER_SOURCE, &[])
-        .unwrap_or_else(|e| panic!("{what}: spread did not run: {e:#}"));
-    report.assert_all_ok_and_sticky(CLIENTS, what);
-    report
 }
 
 fn backend_of_each_source(report: &SpreadReport) -> BTreeMap<String, String> {

@@ -16,6 +16,7 @@
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
+use lb_tests::lab::report::status_backend;
 use lb_tests::lab::{CheckConfig, Lab, ServiceConfig};
 
 const CLIENTS: usize = 120;
@@ -90,8 +91,12 @@ fn lab_restart_health() {
         .find(|l| l.contains(&format!("web/{VICTIM} stays DOWN")))
         .unwrap_or_else(|| panic!("the new lbd did not keep be2 DOWN:\n{log}"));
     println!("(b) {kept}");
-    let status = lbd_status(&lab);
-    assert_eq!(backend(&status, VICTIM)["health"], "down", "{status}");
+    let status = lab.lbd_status_json(1).expect("lbd status answers");
+    assert_eq!(
+        status_backend(&status, VICTIM)["health"],
+        "down",
+        "{status}"
+    );
     let report = lab.spread(vip, CLIENTS, 1, &[]).expect("spread runs");
     report.assert_all_ok_and_sticky(CLIENTS, "(b) after the restart");
     let on_victim = report.per_backend.get(VICTIM).map_or(0, |t| t.connections);
@@ -123,7 +128,9 @@ fn lab_restart_health() {
     // The checks log before the agent loop writes the maps; the agent's
     // status answers from that loop, so "up" there means the maps have it.
     let mut polls = 0;
-    while backend(&lbd_status(&lab), VICTIM)["health"] != "up" {
+    while status_backend(&lab.lbd_status_json(1).expect("lbd status answers"), VICTIM)["health"]
+        != "up"
+    {
         polls += 1;
         assert!(polls < 50, "lbd status never showed be2 up");
         std::thread::sleep(Duration::from_millis(100));
@@ -140,20 +147,4 @@ fn lab_restart_health() {
     lab.teardown().expect("teardown");
     drop(lab);
     lb_tests::lab::assert_nothing_left(&prefix, &pin_dir);
-}
-
-fn lbd_status(lab: &Lab) -> serde_json::Value {
-    let out = lab
-        .lbd_command(1, &["status", "--json"])
-        .expect("lbd status runs");
-    serde_json::from_slice(&out.stdout).expect("lbd status prints JSON")
-}
-
-fn backend<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["services"][0]["backends"]
-        .as_array()
-        .expect("backends")
-        .iter()
-        .find(|b| b["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in the status: {status}"))
 }

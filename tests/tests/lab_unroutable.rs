@@ -18,6 +18,7 @@
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
+use lb_tests::lab::report::status_backend;
 use lb_tests::lab::{CheckConfig, Lab, ServiceConfig, SpreadReport};
 
 const CLIENTS: usize = 120;
@@ -77,8 +78,8 @@ fn lab_unroutable() {
     let down_line = format!("web/{VICTIM} DOWN: no route to {victim_ip}");
     lbd.wait_for_log(Duration::from_secs(5), |log| log.contains(&down_line))
         .expect("be2 is logged DOWN with the missing route");
-    let status = lbd_status(&lab);
-    let be2 = backend_status(&status, VICTIM);
+    let status = lab.lbd_status_json(1).expect("lbd status answers");
+    let be2 = status_backend(&status, VICTIM);
     println!("(a) be2 in lbd status: {be2}");
     assert_eq!(be2["health"], "down", "{be2}");
     let reason = be2["unreachable"].as_str().unwrap_or_default();
@@ -86,7 +87,7 @@ fn lab_unroutable() {
         reason.contains(&format!("no route to {victim_ip}")),
         "status gives no reason: {be2}"
     );
-    let before = spread_ok(&lab, vip, "(a) be2 without a route");
+    let before = lab.spread_ok(vip, CLIENTS, PER_SOURCE, "(a) be2 without a route");
     assert_no_client_on(&before, VICTIM, "(a)");
     assert_eq!(
         count(&lbd.log(), &down_line),
@@ -113,7 +114,7 @@ fn lab_unroutable() {
         "be2 did not come UP through {RISE} checks: {up}"
     );
     assert_eq!(count(&log, "its path is back"), 1, "{log}");
-    let after = spread_ok(&lab, vip, "(b) be2 routed");
+    let after = lab.spread_ok(vip, CLIENTS, PER_SOURCE, "(b) be2 routed");
     let clients = after.clients_per_backend();
     println!("(b) clients per backend: {clients:?}");
     assert!(
@@ -121,7 +122,7 @@ fn lab_unroutable() {
         "no client reaches be2 once routed: {clients:?}"
     );
     assert_eq!(
-        lbd_status(&lab)["services"][0]["backends"][1]["health"],
+        lab.lbd_status_json(1).expect("lbd status answers")["services"][0]["backends"][1]["health"],
         "up"
     );
 
@@ -129,7 +130,7 @@ fn lab_unroutable() {
     ip(&lab, &["route", "del", &victim_route, "dev", "eth0"]);
     lbd.wait_for_log(HEAL_BOUND, |log| count(log, &down_line) == 2)
         .expect("be2 goes DOWN when its route is removed");
-    let again = spread_ok(&lab, vip, "(c) be2's route removed");
+    let again = lab.spread_ok(vip, CLIENTS, PER_SOURCE, "(c) be2's route removed");
     assert_no_client_on(&again, VICTIM, "(c)");
     lbd.check_running().expect("lbd still runs");
 
@@ -145,30 +146,6 @@ fn ip(lab: &Lab, args: &[&str]) {
     full.extend_from_slice(args);
     lab.exec_in("lb1", &full)
         .unwrap_or_else(|e| panic!("ip {}: {e:#}", args.join(" ")));
-}
-
-fn lbd_status(lab: &Lab) -> serde_json::Value {
-    let out = lab
-        .lbd_command(1, &["status", "--json"])
-        .expect("lbd status runs");
-    serde_json::from_slice(&out.stdout).expect("lbd status prints JSON")
-}
-
-fn backend_status<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["services"][0]["backends"]
-        .as_array()
-        .expect("backends")
-        .iter()
-        .find(|b| b["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in the status: {status}"))
-}
-
-fn spread_ok(lab: &Lab, vip: SocketAddrV4, what: &str) -> SpreadReport {
-    let report = lab
-        .spread(vip, CLIENTS, PER_SOURCE, &[])
-        .unwrap_or_else(|e| panic!("{what}: spread did not run: {e:#}"));
-    report.assert_all_ok_and_sticky(CLIENTS, what);
-    report
 }
 
 fn assert_no_client_on(report: &SpreadReport, backend: &str, what: &str) {

@@ -64,7 +64,11 @@ fn settings(flags: u32, rate: u32, max: u16) -> Settings {
 
 /// One TCP service on VIP:443, every slot backend 1, with `s` as settings.
 fn lab(s: Settings) -> Result<XdpHarness> {
-    let mut h = XdpHarness::new()?;
+    lab_sized(s, TableSizes::default())
+}
+
+fn lab_sized(s: Settings, sizes: TableSizes) -> Result<XdpHarness> {
+    let mut h = XdpHarness::with_sizes(sizes)?;
     h.settings.set(0, s, 0)?;
     h.add_local_addr(VIP, local_addr_flags::VIP | local_addr_flags::SNAT)?;
     h.add_local_addr(SNAT, local_addr_flags::SNAT)?;
@@ -384,6 +388,33 @@ fn auto_mode_answers_with_cookies_when_no_snat_port_is_free() -> Result<()> {
     }
     cookie_for(&h, TcpSpec::syn_options(), 1460)?;
     ensure!(h.half_open_all()?.is_empty(), "no half-open entry, no port");
+    reasons_are(&h, &[(reason::TX_SYN_COOKIE, 1)])
+}
+
+#[test]
+fn auto_mode_answers_with_cookies_when_half_open_is_full() -> Result<()> {
+    // Two handshakes (two entries each) fill a table of four: a third SYN
+    // evicts none of them and costs nothing, it gets a cookie.
+    let h = lab_sized(
+        settings(0, 0, SNAT_MAX),
+        TableSizes {
+            half_open: 4,
+            ..TableSizes::default()
+        },
+    )?;
+    for cport in [5001, 5002] {
+        let mut f = syn(TcpSpec::syn_options());
+        f.tcp_mut().sport = cport;
+        let r = h.run(&f.build())?;
+        ensure!(r.verdict == verdict::TX, "SYN {cport} was not forwarded");
+    }
+    let before = h.half_open_all()?;
+    ensure!(before.len() == 4, "{} half-open entries", before.len());
+    cookie_for(&h, TcpSpec::syn_options(), 1460)?;
+    ensure!(
+        h.half_open_all()? == before,
+        "the cookie SYN changed the handshakes in progress"
+    );
     reasons_are(&h, &[(reason::TX_SYN_COOKIE, 1)])
 }
 

@@ -120,7 +120,11 @@ fn udp_backend() -> Backend {
 /// The standard lab: TCP service VIP:443 (SNAT 198.51.100.2, ring all
 /// backend 1), UDP service VIP:53 (SNAT = VIP, ring all backend 11).
 fn lab() -> Result<XdpHarness> {
-    let mut h = XdpHarness::new()?;
+    lab_with(TableSizes::default())
+}
+
+fn lab_with(sizes: TableSizes) -> Result<XdpHarness> {
+    let mut h = XdpHarness::with_sizes(sizes)?;
     h.set_settings(SNAT_MIN, SNAT_MAX)?;
     h.add_local_addr(VIP, local_addr_flags::VIP | local_addr_flags::SNAT)?;
     h.add_local_addr(SNAT, local_addr_flags::SNAT)?;
@@ -422,6 +426,50 @@ fn syn(conn: &Conn) -> FrameSpec {
     t.seq = CLIENT_ISN;
     t.options = TcpSpec::syn_options();
     f
+}
+
+#[test]
+fn a_full_half_open_table_refuses_new_syns_and_evicts_no_handshake() -> Result<()> {
+    // Two handshakes, two entries each, fill a table of four. Without SYN
+    // cookies (with them the SYN gets one: xdp_cookie.rs).
+    let mut h = lab_with(TableSizes {
+        half_open: 4,
+        ..TableSizes::default()
+    })?;
+    h.settings.set(
+        0,
+        lb_common::Settings {
+            snat_port_min: SNAT_MIN,
+            snat_port_max: SNAT_MAX,
+            flags: lb_common::settings_flags::SYN_COOKIES_NEVER,
+            ..Default::default()
+        },
+        0,
+    )?;
+    for cport in [5001, 5002] {
+        let conn = tcp_conn(&h, CLIENT, cport, tcp_backend(1));
+        let r = h.run(&syn(&conn).build())?;
+        ensure!(
+            r.verdict == verdict::TX,
+            "SYN {cport} was not forwarded: {}",
+            describe_reasons(&h.reasons()?)
+        );
+    }
+    let before = h.half_open_all()?;
+    ensure!(before.len() == 4, "{} half-open entries", before.len());
+    let conn = tcp_conn(&h, CLIENT, 5003, tcp_backend(1));
+    expect_verdict_only(
+        &h,
+        &syn(&conn).build(),
+        verdict::DROP,
+        reason::DROP_HALF_OPEN_FULL,
+    )?;
+    ensure!(
+        h.half_open_all()? == before,
+        "a refused SYN changed the handshakes in progress"
+    );
+    ensure!(h.flows_all()?.is_empty(), "a refused SYN opened a flow");
+    Ok(())
 }
 
 /// The backend's answer to [`syn`], with ISN `isn`.
@@ -1099,6 +1147,20 @@ fn icmp_error_quoting_no_flow_is_dropped() -> Result<()> {
     let sent = conn.toward_backend(&conn.client_packet(tcp_flags::ACK));
     let (input, _) = icmp_error(conn.backend.mac, conn.backend.ip, SNAT, &sent, 28);
     expect_verdict_only(&h, &input.build(), verdict::DROP, reason::DROP_ICMP_NO_FLOW)?;
+    Ok(())
+}
+
+#[test]
+fn icmp_error_with_a_bad_checksum_quoting_a_live_flow_is_dropped() -> Result<()> {
+    let mut h = lab()?;
+    let conn = tcp_conn(&h, CLIENT, CPORT, tcp_backend(1));
+    insert_pair(&mut h, &conn, flow_state::ESTABLISHED)?;
+    let sent = conn.toward_backend(&conn.client_packet(tcp_flags::ACK));
+    let (input, _) = icmp_error(conn.backend.mac, conn.backend.ip, SNAT, &sent, 28);
+    let mut frame = input.build();
+    let last = frame.len() - 1; // a quoted byte no other check reads
+    frame[last] ^= 0x10;
+    expect_verdict_only(&h, &frame, verdict::DROP, reason::DROP_ICMP_CHECKSUM)?;
     Ok(())
 }
 

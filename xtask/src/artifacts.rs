@@ -36,12 +36,20 @@ pub const LB_BENCH: Binary = Binary {
     package: "lb-tests",
     name: "lb-bench",
 };
+/// The peer lab bench: HTTP through lbd, nftables and no balancer.
+pub const LB_PEER_BENCH: Binary = Binary {
+    package: "lb-tests",
+    name: "lb-peer-bench",
+};
 
 /// What each task runs. The first entry of a lab task is the program the
-/// task starts; the others are what that program starts in turn.
+/// task starts (the bench starts its first [`BENCH_PROGRAMS`], one after the
+/// other); the others are what those programs start in turn.
 pub const AGENT: &[Binary] = &[LBD];
 pub const DEMO: &[Binary] = &[LB_DEMO, LBD, LAB_SERVER, LAB_CLIENT];
-pub const BENCH: &[Binary] = &[LB_BENCH, LBD, LAB_SERVER, LAB_CLIENT];
+pub const BENCH: &[Binary] = &[LB_BENCH, LB_PEER_BENCH, LBD, LAB_SERVER, LAB_CLIENT];
+/// How many of BENCH's first binaries `cargo xtask bench` starts.
+pub const BENCH_PROGRAMS: usize = 2;
 /// The integration tests find these next to themselves (cargo builds a
 /// package's own binaries for its tests, but not another package's lbd).
 pub const LABS: &[Binary] = &[LBD, LAB_SERVER, LAB_CLIENT];

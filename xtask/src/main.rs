@@ -60,7 +60,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run the benchmarks (lb-bench); arguments after -- are passed on.
+    /// Run the benchmarks: lb-bench (XDP timings), then lb-peer-bench (the
+    /// HTTP lab); arguments after -- go to both, or to one after `xdp`/`peer`.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -23,10 +23,16 @@ const BPFFS: &str = "/sys/fs/bpf";
 /// forward-drop rules, map dumps, sysctl.
 pub const LAB_PACKAGES: &[&str] = &["iproute2", "ethtool", "nftables", "bpftool", "procps"];
 
+/// The bench's lab, plus the peer bench's HTTP servers and load generator.
+pub const BENCH_PACKAGES: &[&str] = &[
+    "iproute2", "ethtool", "nftables", "bpftool", "procps", "nginx", "wrk",
+];
+
 /// Everything the test suite uses: the lab, packet captures, module
 /// loading, keepalived as a real VRRP peer, Chromium for the stats page,
-/// and the systemd VM (debootstrap builds its image, QEMU runs it,
-/// mkfs.ext4 makes its disks, systemd-analyze verifies the unit).
+/// the systemd VM (debootstrap builds its image, QEMU runs it, mkfs.ext4
+/// makes its disks, systemd-analyze verifies the unit), and the peer bench
+/// that the suite's last step runs (nginx backends, wrk).
 pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
@@ -42,6 +48,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "e2fsprogs",
     "systemd",
+    "nginx",
+    "wrk",
 ];
 
 /// What a task needs from the machine before it can run.

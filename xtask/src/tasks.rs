@@ -5,7 +5,7 @@ use crate::artifacts::{self, Binary, Profile};
 use crate::exec::{self, note, run, step};
 use crate::fresh;
 use crate::install;
-use crate::setup::{self, LAB_PACKAGES, Needs, TEST_PACKAGES};
+use crate::setup::{self, BENCH_PACKAGES, LAB_PACKAGES, Needs, TEST_PACKAGES};
 use anyhow::{Context, Result, bail};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -191,26 +191,87 @@ pub fn demo(args: &[String]) -> Result<()> {
     start_lab_program(artifacts::DEMO, args)
 }
 
+/// Runs the XDP timings (lb-bench), then the peer lab (lb-peer-bench).
+/// Arguments after `--` go to both (`--quick`, `--rounds N`), or to one
+/// when they start with `xdp` or `peer` (`cargo xtask bench -- peer
+/// --seconds 3`). The second runs even when the first failed, so one
+/// broken bench does not hide the other's figures.
 pub fn bench(args: &[String]) -> Result<()> {
     setup::ensure(&Needs {
         task: "bench",
         root: Some(LAB_ROOT),
         bpf: true,
-        packages: LAB_PACKAGES,
+        packages: BENCH_PACKAGES,
     })?;
-    start_lab_program(artifacts::BENCH, args)
+    artifacts::build(Profile::Release, artifacts::BENCH)?;
+    let programs = &artifacts::BENCH[..artifacts::BENCH_PROGRAMS];
+    let (chosen, rest) = choose_bench(programs, args)?;
+    let mut failed = Vec::new();
+    for program in chosen {
+        if let Err(err) = run_lab_program(*program, rest) {
+            note(format_args!("{err:#}"));
+            failed.push(program.name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "cargo xtask bench: {} failed (see above)",
+            failed.join(" and ")
+        );
+    }
+    Ok(())
+}
+
+/// Which bench programs run, and with which arguments.
+fn choose_bench<'a>(
+    programs: &'a [Binary],
+    args: &'a [String],
+) -> Result<(&'a [Binary], &'a [String])> {
+    let pick = |name: &str| -> Result<&'a [Binary]> {
+        let i = programs
+            .iter()
+            .position(|p| p.name == name)
+            .with_context(|| format!("no bench program {name}"))?;
+        Ok(&programs[i..=i])
+    };
+    Ok(match args.first().map(String::as_str) {
+        Some("xdp") => (pick(artifacts::LB_BENCH.name)?, &args[1..]),
+        Some("peer") => (pick(artifacts::LB_PEER_BENCH.name)?, &args[1..]),
+        _ => (programs, args),
+    })
+}
+
+/// Runs an already built lab program as a child and waits for it. Ctrl-C
+/// reaches the child from the terminal; this process only notes it and
+/// waits, so the child tears its lab down before the task ends.
+fn run_lab_program(binary: Binary, args: &[String]) -> Result<()> {
+    let program = artifacts::path(Profile::Release, binary);
+    step(format_args!("starting {} {}", binary.name, args.join(" ")));
+    wait_through_interrupts();
+    run(std::process::Command::new(&program).args(args))
+}
+
+extern "C" fn ignore_while_waiting(_: libc::c_int) {}
+
+/// SIGINT and SIGTERM get a handler that does nothing (not SIG_IGN, which a
+/// child would inherit across exec): the child gets the default action back
+/// and handles them itself.
+fn wait_through_interrupts() {
+    let handler = ignore_while_waiting as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler does nothing, which is signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
 }
 
 /// Builds a lab task's programs in release and replaces this process with
 /// the first one, so Ctrl-C reaches it alone and it tears its lab down.
 fn start_lab_program(binaries: &[Binary], args: &[String]) -> Result<()> {
     artifacts::build(Profile::Release, binaries)?;
-    let program = artifacts::path(Profile::Release, binaries[0]);
-    step(format_args!(
-        "starting {} {}",
-        binaries[0].name,
-        args.join(" ")
-    ));
+    let first = binaries[0];
+    let program = artifacts::path(Profile::Release, first);
+    step(format_args!("starting {} {}", first.name, args.join(" ")));
     let err = std::process::Command::new(&program).args(args).exec();
     Err(err).with_context(|| format!("could not start {}", program.display()))
 }
@@ -242,5 +303,34 @@ pub fn fmt_check() -> Result<()> {
         ),
         (Err(_), Ok(())) => bail!("the code is not formatted; run `cargo fmt --all`"),
         (Ok(()), Err(_)) => bail!("clippy found problems; they are listed above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn bench_runs_both_programs_unless_one_is_named() {
+        let programs = &artifacts::BENCH[..artifacts::BENCH_PROGRAMS];
+        let all = args(&["--quick"]);
+        let (chosen, rest) = choose_bench(programs, &all).unwrap();
+        let names: Vec<&str> = chosen.iter().map(|b| b.name).collect();
+        assert_eq!(names, ["lb-bench", "lb-peer-bench"]);
+        assert_eq!(rest, ["--quick"]);
+
+        let peer = args(&["peer", "--seconds", "3"]);
+        let (chosen, rest) = choose_bench(programs, &peer).unwrap();
+        assert_eq!(chosen, [artifacts::LB_PEER_BENCH]);
+        assert_eq!(rest, ["--seconds", "3"]);
+
+        let xdp = args(&["xdp", "--calls", "100"]);
+        let (chosen, rest) = choose_bench(programs, &xdp).unwrap();
+        assert_eq!(chosen, [artifacts::LB_BENCH]);
+        assert_eq!(rest, ["--calls", "100"]);
     }
 }

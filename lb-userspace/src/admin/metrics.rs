@@ -57,7 +57,7 @@ struct InstanceStateLabels {
 }
 
 const ADMIN_STATES: [&str; 3] = ["ready", "drain", "maint"];
-const VRRP_STATES: [&str; 3] = ["initialize", "backup", "master"];
+const VRRP_STATES: [&str; 4] = ["initialize", "backup", "master", "fault"];
 
 /// The metrics text of `snapshot`.
 pub fn render(snapshot: &Snapshot) -> String {
@@ -69,6 +69,8 @@ pub fn render(snapshot: &Snapshot) -> String {
     let bytes = Family::<DirectionLabels, Counter>::default();
     let new_flows = Family::<BackendLabels, Counter>::default();
     let active = Family::<BackendLabels, Gauge>::default();
+    let snat_ports = Family::<BackendLabels, Gauge>::default();
+    let handshakes = Gauge::<i64>::default();
     let rst = Family::<ServiceLabels, Counter>::default();
     let events = Family::<ReasonLabels, Counter>::default();
     let vrrp_state = Family::<InstanceStateLabels, Gauge>::default();
@@ -110,6 +112,16 @@ pub fn render(snapshot: &Snapshot) -> String {
         active.clone(),
     );
     registry.register(
+        "lb_backend_snat_ports_in_use",
+        "SNAT ports held toward the backend at the last flow collection (the range is spent per backend)",
+        snat_ports.clone(),
+    );
+    registry.register(
+        "lb_handshakes_in_progress",
+        "TCP handshakes in progress at the last flow collection, each holding a SNAT port",
+        handshakes.clone(),
+    );
+    registry.register(
         "lb_service_rst_no_backend",
         "SYNs answered with a RST because no backend could take them",
         rst.clone(),
@@ -137,6 +149,7 @@ pub fn render(snapshot: &Snapshot) -> String {
 
     let status = &snapshot.status;
     start.set(status.started_at_ms as f64 / 1000.0);
+    handshakes.set(i64::try_from(status.handshakes_in_progress).unwrap_or(i64::MAX));
     for service in &status.services {
         rst.get_or_create(&ServiceLabels {
             service: service.name.clone(),
@@ -177,6 +190,9 @@ pub fn render(snapshot: &Snapshot) -> String {
             active
                 .get_or_create(&labels)
                 .set(i64::try_from(backend.active_flows).unwrap_or(i64::MAX));
+            snat_ports
+                .get_or_create(&labels)
+                .set(i64::try_from(backend.snat_ports_in_use).unwrap_or(i64::MAX));
         }
     }
     for (reason, count) in &status.datapath_events {

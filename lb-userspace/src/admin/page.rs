@@ -160,8 +160,13 @@ pub fn stats(snapshot: &Snapshot, viewer: &Viewer) -> String {
         buttons(&mut body, "-below");
         body.push_str("</form>");
     }
-    if !status.datapath_events.is_empty() {
+    if !status.datapath_events.is_empty() || status.handshakes_in_progress > 0 {
         body.push_str("<h2>Data path events</h2><p>");
+        let _ = write!(
+            body,
+            "handshakes in progress: {} &middot; ",
+            status.handshakes_in_progress
+        );
         let events: Vec<String> = status
             .datapath_events
             .iter()
@@ -313,13 +318,14 @@ fn backend_row(
         body,
         "<td><b>{name}</b> <span class=\"note\">{addr}</span></td>\
          <td><span class=\"st {state}\">{state}</span>{detail}</td><td>{since_text}</td>\
-         <td>{check}</td><td class=\"num\">{weight}</td><td class=\"num\">{active}</td>\
+         <td>{check}</td><td class=\"num\">{weight}</td><td class=\"num\">{active}<br><span class=\"note\" title=\"SNAT ports held toward this backend\">{ports} ports</span></td>\
          <td class=\"num\">{rate:.1}</td><td class=\"num\">{pin} / {pout}</td>\
          <td class=\"num\" title=\"{bin_exact} / {bout_exact} bytes\">{bin} / {bout}</td></tr>",
         name = escape(&backend.name),
         addr = escape(&backend.address),
         weight = backend.weight,
         active = backend.active_flows,
+        ports = backend.snat_ports_in_use,
         rate = backend.new_flows_per_second,
         pin = t.packets_to_backend,
         pout = t.packets_to_client,

@@ -110,6 +110,11 @@ pub struct NodeStatus {
     /// The data path's reason counters (drops, passes, answers) by label.
     #[serde(default)]
     pub datapath_events: BTreeMap<String, u64>,
+    /// TCP handshakes in progress at the last flow collection: each holds a
+    /// SNAT port until the client's ACK or the `tcp_syn` timeout, so a
+    /// number far above the new connections per second is a SYN flood.
+    #[serde(default)]
+    pub handshakes_in_progress: u64,
     pub services: Vec<ServiceStatus>,
     /// One entry per `[[vrrp]]` instance (empty without VRRP); filled in by
     /// the agent from `VrrpHandle::status`.
@@ -143,6 +148,11 @@ pub struct BackendStatus {
     /// Open connections (both directions counted once), at the last count.
     #[serde(default)]
     pub active_flows: u64,
+    /// SNAT ports held toward this backend at the last count (open, closing
+    /// and recently closed connections, handshakes): the range of the
+    /// node's `snat_ports` is spent per backend.
+    #[serde(default)]
+    pub snat_ports_in_use: u64,
     /// New connections per second over the last counting interval.
     #[serde(default)]
     pub new_flows_per_second: f64,
@@ -243,6 +253,7 @@ pub fn status(
                         admin: admin.state(&svc.name, &b.name),
                         traffic: Traffic::default(),
                         active_flows: 0,
+                        snat_ports_in_use: 0,
                         new_flows_per_second: 0.0,
                         last_check: None,
                         since_ms: None,
@@ -258,6 +269,7 @@ pub fn status(
         config_version: String::new(),
         flows_counted_at_ms: None,
         datapath_events: BTreeMap::new(),
+        handshakes_in_progress: 0,
         services,
         vrrp: Vec::new(),
     }

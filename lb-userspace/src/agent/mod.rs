@@ -13,6 +13,7 @@ pub mod health_file;
 pub mod health_view;
 pub mod notify;
 pub mod observed;
+pub mod pressure;
 pub mod state;
 pub mod state_file;
 
@@ -688,8 +689,24 @@ impl Agent {
                     "flow collection"
                 );
                 self.observed.active = Some((SystemTime::now(), report.active_per_backend));
+                self.observed.ports = report.ports;
             }
             Err(e) => tracing::warn!("flow collection failed: {e:#}"),
+        }
+        let exhausted = lb_common::reason::label(lb_common::reason::DROP_SNAT_EXHAUSTED);
+        if let Ok(reasons) = self.dataplane.reasons() {
+            let count = reasons
+                .iter()
+                .find(|(label, _)| *label == exhausted)
+                .map_or(0, |(_, n)| *n);
+            if let Some(dropped) = self.observed.snat_exhausted.observe(count, Instant::now()) {
+                tracing::warn!(
+                    dropped,
+                    "SNAT ports ran out: {dropped} new connections dropped since the last report \
+                     (drop_snat_exhausted); `lbd status --json` shows snat_ports_in_use per \
+                     backend, `lbd check` the ceiling of the config"
+                );
+            }
         }
         // New flows per second: the counters' increase since the last pass.
         let counters: Vec<(u32, u64)> = self

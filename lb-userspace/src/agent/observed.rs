@@ -72,6 +72,10 @@ pub struct Observed {
     pub config_version: String,
     /// Active flows per backend id of the last flow collection, and when.
     pub active: Option<(SystemTime, BTreeMap<u32, u64>)>,
+    /// SNAT ports and handshakes of the last flow collection.
+    pub ports: crate::dataplane::gc::PortUsage,
+    /// `drop_snat_exhausted`, for its rate-limited log line.
+    pub snat_exhausted: super::pressure::LimitWatch,
     pub rates: FlowRates,
     /// Last health or admin state change per backend.
     pub changed_at: HashMap<BackendKey, SystemTime>,
@@ -83,6 +87,8 @@ impl Observed {
             started_at: SystemTime::now(),
             config_version,
             active: None,
+            ports: Default::default(),
+            snat_exhausted: Default::default(),
             rates: FlowRates::default(),
             changed_at: HashMap::new(),
         }
@@ -112,6 +118,7 @@ pub fn enrich(status: &mut NodeStatus, observed: &Observed, readings: &Readings)
         .iter()
         .map(|(label, count)| (label.to_string(), *count))
         .collect();
+    status.handshakes_in_progress = observed.ports.handshakes;
     for service in &mut status.services {
         if let Some(stats) = (readings.service_stats)(service.id) {
             service.rst_no_backend = stats.rst_no_backend;
@@ -131,6 +138,12 @@ pub fn enrich(status: &mut NodeStatus, observed: &Observed, readings: &Readings)
                 .active
                 .as_ref()
                 .and_then(|(_, per_backend)| per_backend.get(&backend.id).copied())
+                .unwrap_or(0);
+            backend.snat_ports_in_use = observed
+                .ports
+                .per_backend
+                .get(&backend.id)
+                .copied()
                 .unwrap_or(0);
             backend.new_flows_per_second = observed.rates.rate(backend.id);
             if backend.health != "unchecked" {

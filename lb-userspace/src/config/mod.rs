@@ -12,6 +12,7 @@
 //! and its cross checks in `validate`.
 
 mod admin;
+pub mod capacity;
 mod check;
 mod limits;
 mod node;
@@ -36,6 +37,7 @@ mod tests;
 mod vrrp_tests;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -219,12 +221,27 @@ pub fn check(path: &Path) -> Result<String, ConfigErrors> {
         .map(String::as_str)
         .collect::<Vec<_>>()
         .join(", ");
-    Ok(format!(
+    let mut summary = format!(
         "{}: ok: {}, {}, nodes: {nodes}",
         path.display(),
         plural(config.services.len(), "service"),
         plural(config.backend_count(), "backend"),
-    ))
+    );
+    let ceilings = capacity::ceilings(&config);
+    if !ceilings.is_empty() {
+        summary.push_str(
+            "\nSNAT ceiling: new connections per second one backend takes from many clients with \
+             no port reused while the backend may still hold it (a client's own closed ports \
+             are reused at once; at most `ports` connections are open to a backend):",
+        );
+        for ceiling in &ceilings {
+            summary.push_str(&format!("\n  {ceiling}"));
+        }
+        for warning in ceilings.iter().filter_map(capacity::Ceiling::warning) {
+            summary.push_str(&format!("\nwarning: {warning}"));
+        }
+    }
+    Ok(summary)
 }
 
 /// `lbd check FILE`: the summary on stdout and success, or every error on
@@ -232,7 +249,8 @@ pub fn check(path: &Path) -> Result<String, ConfigErrors> {
 pub fn check_command(path: &Path) -> ExitCode {
     match check(path) {
         Ok(summary) => {
-            println!("{summary}");
+            // A closed pipe (`lbd check | head`) is not an error of the file.
+            let _ = writeln!(std::io::stdout(), "{summary}");
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -140,6 +140,11 @@ pub struct Service {
     /// means no persistence table (the hash alone decides).
     pub persistence_timeout: Option<Duration>,
     pub timeouts: Timeouts,
+    /// New connections per second the service must take from one client
+    /// address (`connection_rate`): the worst case of `scheduler =
+    /// "source"`, where one office NAT or relay lands on one backend.
+    /// `lbd check` warns when the SNAT ceiling is below it.
+    pub connection_rate: Option<u32>,
     pub backends: Vec<Backend>,
 }
 

@@ -27,6 +27,8 @@ pub(super) struct ServiceDraft {
     pub snat_address: Option<Option<At<Ipv4Addr>>>,
     pub persistence_timeout: Option<Option<Duration>>,
     pub timeouts: Option<Timeouts>,
+    /// `Some(None)`: not written.
+    pub connection_rate: Option<Option<u32>>,
     /// `Some(None)`: no `[service.check]`.
     pub check: Option<Option<CheckDraft>>,
     pub backends: Vec<BackendDraft>,
@@ -86,6 +88,10 @@ fn read_one(mut section: Section, report: &mut Report) -> ServiceDraft {
         .ok()
         .map(|found| found.map(|at| at.value));
     let timeouts = read_timeouts(&mut section, report);
+    let connection_rate = section
+        .optional(report, "connection_rate", integer(values::connection_rate))
+        .ok()
+        .map(|found| found.map(|at| at.value));
     let check = check::read(&mut section, report).ok();
     let backends = section
         .array_of_tables(report, "backend")
@@ -111,6 +117,7 @@ fn read_one(mut section: Section, report: &mut Report) -> ServiceDraft {
         snat_address,
         persistence_timeout,
         timeouts,
+        connection_rate,
         check,
         backends,
     };
@@ -185,6 +192,7 @@ impl ServiceDraft {
             snat_address,
             persistence_timeout: self.persistence_timeout?,
             timeouts: self.timeouts?,
+            connection_rate: self.connection_rate?,
             backends,
         })
     }

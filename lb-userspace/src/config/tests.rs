@@ -1131,8 +1131,18 @@ fn node_uses_the_real_hostname() {
 #[test]
 fn check_summarises_a_valid_file() {
     let summary = check(&example_path()).unwrap();
+    let first = summary.lines().next().unwrap();
     assert!(
-        summary.ends_with(": ok: 2 services, 4 backends, nodes: lb1, lb2"),
+        first.ends_with(": ok: 2 services, 4 backends, nodes: lb1, lb2"),
+        "{summary}"
+    );
+    // Each service's SNAT ceiling on each node follows.
+    assert_eq!(
+        summary
+            .lines()
+            .filter(|l| l.contains("/s per backend"))
+            .count(),
+        4,
         "{summary}"
     );
 }

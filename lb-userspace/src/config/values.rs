@@ -156,6 +156,16 @@ pub fn weight(value: i64) -> Result<u32, String> {
     }
 }
 
+/// New connections per second a service must sustain: 1..=10,000,000.
+pub fn connection_rate(value: i64) -> Result<u32, String> {
+    match u32::try_from(value) {
+        Ok(rate) if (1..=10_000_000).contains(&rate) => Ok(rate),
+        _ => Err(format!(
+            "{value} is out of range 1..=10000000 (new connections per second)"
+        )),
+    }
+}
+
 /// A BPF map size: 1..=u32::MAX.
 pub fn size(value: i64) -> Result<u32, String> {
     match u32::try_from(value) {

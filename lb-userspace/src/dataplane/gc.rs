@@ -73,6 +73,35 @@ pub struct GcReport {
     pub persist_deleted: usize,
     /// Client-to-backend entries of `flows` still alive, per backend id.
     pub active_per_backend: BTreeMap<u32, u64>,
+    pub ports: PortUsage,
+}
+
+/// How much of the SNAT port space and the handshake table is taken, at
+/// the moment of a collection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortUsage {
+    /// SNAT ports held per backend id: every reply-direction entry (its key
+    /// is the port) in `flows` or `half_open`, closed ones included until
+    /// they are taken over or collected.
+    pub per_backend: BTreeMap<u32, u64>,
+    /// TCP handshakes in progress (client-side entries of `half_open`).
+    pub handshakes: u64,
+}
+
+/// Counts the ports and handshakes in a snapshot.
+pub fn port_usage(snap: &FlowSnapshot) -> PortUsage {
+    let mut usage = PortUsage::default();
+    for entry in snap.flows.values().chain(snap.half_open.values()) {
+        if entry.direction == direction::TO_CLIENT {
+            *usage.per_backend.entry(entry.backend_id).or_insert(0) += 1;
+        }
+    }
+    usage.handshakes = snap
+        .half_open
+        .values()
+        .filter(|e| e.direction == direction::TO_BACKEND)
+        .count() as u64;
+    usage
 }
 
 /// Key of the entry for the other direction: its packets come from where
@@ -211,6 +240,7 @@ impl Maps {
         let mut report = GcReport {
             scanned: snap.flows.len() + snap.half_open.len(),
             active_per_backend: active,
+            ports: port_usage(&snap),
             ..GcReport::default()
         };
         for (key, peer_k) in doomed {
@@ -441,6 +471,40 @@ mod tests {
             persist_expired(&p, 11 * S, 0),
             "no persistence configured: drop at once"
         );
+    }
+
+    #[test]
+    fn port_usage_counts_reply_entries_per_backend_and_handshakes() {
+        let mut snap = FlowSnapshot::default();
+        let ((fk, fwd), (rk, rev)) = conn(flow_state::ESTABLISHED, 0, 0, 50001, 40001);
+        snap.flows.insert(fk, fwd);
+        snap.flows.insert(rk, rev);
+        // A closed connection still holds its port until taken over.
+        let ((fk2, fwd2), (rk2, rev2)) = conn(flow_state::CLOSED, 0, 0, 50002, 40002);
+        snap.flows.insert(fk2, fwd2);
+        snap.flows.insert(rk2, rev2);
+        // A handshake holds one port and counts as one handshake.
+        let ((hk, hfwd), (hrk, hrev)) = conn(flow_state::SYN, 0, 0, 50003, 40003);
+        snap.half_open.insert(
+            hk,
+            Flow {
+                backend_id: 9,
+                ..hfwd
+            },
+        );
+        snap.half_open.insert(
+            hrk,
+            Flow {
+                backend_id: 9,
+                ..hrev
+            },
+        );
+        let usage = port_usage(&snap);
+        assert_eq!(
+            usage.per_backend,
+            BTreeMap::from([(fwd.backend_id, 2), (9, 1)])
+        );
+        assert_eq!(usage.handshakes, 1);
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub enum State {
     Initialize,
     Backup,
     Master,
+    /// The interface is down (keepalived's FAULT): no adverts, no VIPs, no
+    /// election until it is up again, then backup.
+    Fault,
 }
 
 impl State {
@@ -83,6 +86,7 @@ impl State {
             State::Initialize => "initialize",
             State::Backup => "backup",
             State::Master => "master",
+            State::Fault => "fault",
         }
     }
 }
@@ -131,6 +135,11 @@ pub enum Event {
     AdvertTimerFired,
     /// The new effective priority (`track::effective_priority`).
     PriorityChanged(u8),
+    /// The interface lost its carrier, went down administratively, or is
+    /// gone.
+    LinkDown,
+    /// The interface is up and running again.
+    LinkUp,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +156,8 @@ pub enum Reason {
     Shutdown,
     /// A restarted agent found a fresh lease and its VIPs in place.
     Resumed,
+    LinkDown,
+    LinkUp,
 }
 
 impl Reason {
@@ -161,6 +172,8 @@ impl Reason {
             Reason::EqualPriorityHigherAddress => "equal priority, higher address",
             Reason::Shutdown => "shutdown",
             Reason::Resumed => "resumed with a fresh lease",
+            Reason::LinkDown => "interface down",
+            Reason::LinkUp => "interface up",
         }
     }
 }
@@ -285,6 +298,15 @@ impl Machine {
                 self.set_priority(p);
                 vec![]
             }
+            (State::Fault, Event::LinkUp) => self.link_up(now),
+            (State::Fault, Event::Shutdown) => self.shutdown(),
+            (State::Fault, Event::PriorityChanged(p)) => {
+                self.set_priority(p);
+                vec![]
+            }
+            (State::Fault, _) => vec![],
+            (_, Event::LinkDown) => self.link_down(),
+            (_, Event::LinkUp) => vec![],
             (State::Initialize, _) => vec![],
             (_, Event::Startup | Event::Resume) => vec![],
             (_, Event::Shutdown) => self.shutdown(),
@@ -315,6 +337,46 @@ impl Machine {
         self.state = State::Backup;
         self.master_adver_interval = self.cfg.advert_interval;
         let mut out = vec![self.transition(State::Initialize, Reason::Startup, None)];
+        out.push(self.arm_master_down(now + self.master_down_interval()));
+        out
+    }
+
+    /// Into FAULT from any state: a master gives up its VIPs at once (its
+    /// adverts cannot leave, so the peer takes over after its master-down
+    /// interval, and the lease ends the data path's claim), a backup stops
+    /// waiting for a master it cannot hear.
+    fn link_down(&mut self) -> Vec<Action> {
+        let from = self.state;
+        self.state = State::Fault;
+        let mut out = vec![self.transition(from, Reason::LinkDown, None)];
+        match from {
+            State::Master => out.extend([
+                Action::CancelTimer {
+                    timer: TimerKind::Advert,
+                },
+                Action::RemoveVips,
+            ]),
+            State::Backup => out.push(Action::CancelTimer {
+                timer: TimerKind::MasterDown,
+            }),
+            State::Initialize | State::Fault => {}
+        }
+        self.master_down_at = None;
+        self.preempt_deadline = None;
+        self.master = None;
+        self.master_resigned = false;
+        out
+    }
+
+    /// Out of FAULT as from a start: backup, waiting a master-down interval
+    /// for a master before taking over (an address owner takes over at once).
+    fn link_up(&mut self, now: Instant) -> Vec<Action> {
+        if self.priority == 255 {
+            return self.become_master(now, Reason::LinkUp);
+        }
+        self.state = State::Backup;
+        self.master_adver_interval = self.cfg.advert_interval;
+        let mut out = vec![self.transition(State::Fault, Reason::LinkUp, None)];
         out.push(self.arm_master_down(now + self.master_down_interval()));
         out
     }
@@ -429,7 +491,7 @@ impl Machine {
                 }
                 None => vec![],
             },
-            State::Initialize => vec![],
+            State::Initialize | State::Fault => vec![],
         }
     }
 

@@ -664,3 +664,111 @@ fn transition_reads_as_the_log_line() {
         "\"initialize\""
     );
 }
+
+#[test]
+fn link_down_puts_a_master_in_fault_and_link_up_makes_it_backup_again() {
+    let down_at = MDI_100 + 500_000;
+    let up_at = down_at + 10 * SEC;
+    let mut steps = master_steps();
+    steps.extend([
+        step(
+            down_at,
+            Event::LinkDown,
+            State::Fault,
+            vec![
+                Changed(Master, State::Fault, Reason::LinkDown),
+                CancelAdvert,
+                Remove,
+            ],
+        ),
+        // Nothing moves a faulty instance: no adverts, no timers, no election.
+        step(down_at + SEC, Event::AdvertTimerFired, State::Fault, vec![]),
+        step(
+            down_at + 2 * SEC,
+            advert(50, LOW_PEER),
+            State::Fault,
+            vec![],
+        ),
+        step(
+            down_at + 3 * SEC,
+            Event::MasterDownTimerFired,
+            State::Fault,
+            vec![],
+        ),
+        step(
+            up_at,
+            Event::LinkUp,
+            Backup,
+            vec![
+                Changed(State::Fault, Backup, Reason::LinkUp),
+                SetDown(up_at + MDI_100),
+            ],
+        ),
+        step(
+            up_at + MDI_100,
+            Event::MasterDownTimerFired,
+            Master,
+            become_master(Reason::MasterDown, 100, up_at + MDI_100),
+        ),
+    ]);
+    run("link flap of a master", config(), steps);
+}
+
+#[test]
+fn link_down_stops_a_backup_waiting_and_a_repeated_event_changes_nothing() {
+    let steps = vec![
+        step(
+            0,
+            Event::Startup,
+            Backup,
+            vec![
+                Changed(Initialize, Backup, Reason::Startup),
+                SetDown(MDI_100),
+            ],
+        ),
+        step(
+            SEC,
+            Event::LinkDown,
+            State::Fault,
+            vec![Changed(Backup, State::Fault, Reason::LinkDown), CancelDown],
+        ),
+        step(2 * SEC, Event::LinkDown, State::Fault, vec![]),
+        step(3 * SEC, Event::PriorityChanged(120), State::Fault, vec![]),
+        step(
+            4 * SEC,
+            Event::LinkUp,
+            Backup,
+            vec![
+                Changed(State::Fault, Backup, Reason::LinkUp),
+                // The new priority's shorter skew.
+                SetDown(4 * SEC + 3 * SEC + 531_250),
+            ],
+        ),
+        step(5 * SEC, Event::LinkUp, Backup, vec![]),
+    ];
+    let m = run("link flap of a backup", config(), steps);
+    assert_eq!(m.priority(), 120);
+}
+
+#[test]
+fn shutdown_in_fault_removes_nothing() {
+    let steps = vec![
+        step(
+            0,
+            Event::LinkDown,
+            State::Fault,
+            vec![Changed(Initialize, State::Fault, Reason::LinkDown)],
+        ),
+        step(SEC, Event::Startup, State::Fault, vec![]),
+        step(
+            2 * SEC,
+            Event::Shutdown,
+            Initialize,
+            vec![
+                Changed(State::Fault, Initialize, Reason::Shutdown),
+                CancelDown,
+            ],
+        ),
+    ];
+    run("shutdown while faulty", config(), steps);
+}

@@ -7,6 +7,9 @@
 //! - `hold`: N concurrent connections spread over the sources; all stay
 //!   open until every one has answered its name, then each echoes a line,
 //!   then all close.
+//! - `http`: HTTP/1.1 GETs for a fixed time, each worker bound to one
+//!   source address, kept alive or one connection per request (the peer
+//!   bench's many-clients rows; see `lb_tests::lab::http_load`).
 //!
 //! Every socket operation has a timeout and every run a deadline, so it
 //! never hangs; failures are counted and sampled, not fatal.
@@ -18,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use lb_tests::lab::report::{ErrorSamples, HoldReport, SpreadReport};
+use lb_tests::lab::http_load::{self, HttpLoad};
+use lb_tests::lab::report::{ChurnReport, ErrorSamples, HoldReport, SpreadReport};
 use lb_tests::lab::sources::parse_sources;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
@@ -54,6 +58,27 @@ enum Command {
         #[arg(long)]
         udp: bool,
     },
+    /// Connections opened and closed back to back by `workers` tasks for
+    /// `seconds`, worker i using source address i mod the sources (one
+    /// address: every connection from it): connect, read the name, read the
+    /// server's close, close. The server should close first
+    /// (`lab-server --close-first`), as HTTP servers do, or the client's own
+    /// TIME_WAIT sockets limit the rate instead of the load balancer.
+    Churn {
+        #[arg(long)]
+        vip: SocketAddrV4,
+        /// `A-B`, `A`, or a comma-separated list of these.
+        #[arg(long)]
+        sources: String,
+        #[arg(long, default_value_t = 32)]
+        workers: usize,
+        /// How long to keep opening connections.
+        #[arg(long)]
+        seconds: u64,
+        /// Timeout of every single operation (connect, read).
+        #[arg(long, default_value = "10", value_name = "SECONDS")]
+        timeout: u64,
+    },
     /// N connections open at the same time, then an echo on each.
     Hold {
         #[command(flatten)]
@@ -64,6 +89,20 @@ enum Command {
         /// Connection attempts in flight at once (the rest wait their turn).
         #[arg(long, default_value_t = 256)]
         parallel: usize,
+    },
+    /// HTTP/1.1 GETs for a fixed time from every source address.
+    Http {
+        #[command(flatten)]
+        common: Common,
+        /// Connections at once; worker i sends from source i mod the count.
+        #[arg(long, default_value_t = 200)]
+        connections: usize,
+        /// How long to send requests.
+        #[arg(long, default_value = "5", value_name = "SECONDS")]
+        seconds: f64,
+        /// A new connection per request (`Connection: close`).
+        #[arg(long)]
+        close: bool,
     },
 }
 
@@ -107,6 +146,23 @@ async fn main() -> Result<()> {
             let report = spread(&common, per_source, payload, parallel.max(1), udp).await?;
             serde_json::to_string_pretty(&report)?
         }
+        Command::Churn {
+            vip,
+            sources,
+            workers,
+            seconds,
+            timeout,
+        } => {
+            let report = churn(
+                vip,
+                parse_sources(&sources)?,
+                workers.max(1),
+                Duration::from_secs(seconds),
+                Duration::from_secs(timeout),
+            )
+            .await?;
+            serde_json::to_string_pretty(&report)?
+        }
         Command::Hold {
             common,
             total,
@@ -115,9 +171,96 @@ async fn main() -> Result<()> {
             let report = hold(&common, total, parallel.max(1)).await?;
             serde_json::to_string_pretty(&report)?
         }
+        Command::Http {
+            common,
+            connections,
+            seconds,
+            close,
+        } => {
+            if !(seconds > 0.0 && seconds <= common.deadline as f64) {
+                bail!(
+                    "--seconds must be above 0 and at most the run's --deadline ({} s), not {seconds}",
+                    common.deadline
+                );
+            }
+            let load = HttpLoad {
+                target: common.vip,
+                sources: parse_sources(&common.sources)?,
+                connections,
+                duration: Duration::from_secs_f64(seconds),
+                close,
+                op_timeout: common.op_timeout(),
+            };
+            serde_json::to_string_pretty(&http_load::run(&load).await?)?
+        }
     };
     println!("{json}");
     Ok(())
+}
+
+async fn churn(
+    vip: SocketAddrV4,
+    sources: Vec<Ipv4Addr>,
+    workers: usize,
+    run: Duration,
+    op: Duration,
+) -> Result<ChurnReport> {
+    let start = Instant::now();
+    let stop = start + run;
+    if sources.is_empty() {
+        bail!("churn needs at least one source address");
+    }
+    let mut tasks = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let source = sources[worker % sources.len()];
+        tasks.push(tokio::spawn(async move {
+            let mut answers: BTreeMap<String, u64> = BTreeMap::new();
+            let mut errors = ErrorSamples::default();
+            let mut attempts = 0u64;
+            while Instant::now() < stop {
+                attempts += 1;
+                match churn_once(source, vip, op).await {
+                    Ok(name) => *answers.entry(name).or_default() += 1,
+                    Err(e) => errors.push(format!("{source} #{attempts}: {e:#}")),
+                }
+            }
+            (attempts, answers, errors)
+        }));
+    }
+    let mut report = ChurnReport {
+        target: vip.to_string(),
+        sources: sources.len(),
+        workers,
+        ..Default::default()
+    };
+    let mut errors = ErrorSamples::default();
+    for task in tasks {
+        let (attempts, answers, worker_errors) = task.await.context("a churn task panicked")?;
+        report.attempts += attempts;
+        for (name, n) in answers {
+            *report.per_backend.entry(name).or_default() += n;
+        }
+        errors.merge(worker_errors);
+    }
+    report.errors = errors.count;
+    report.error_samples = errors.samples;
+    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// One connection of `churn`: the name, then the server's close, then ours.
+async fn churn_once(source: Ipv4Addr, vip: SocketAddrV4, op: Duration) -> Result<String> {
+    let mut stream = connect_from(source, vip, op).await?;
+    let name = read_name(&mut stream, op).await?;
+    let mut rest = [0u8; 64];
+    let n = timeout(op, stream.read(&mut rest))
+        .await
+        .context("the server did not close after its name")?
+        .context("reading the server's close failed")?;
+    if n != 0 {
+        bail!("{name} sent more than its name; is it running with --close-first?");
+    }
+    Ok(name)
 }
 
 /// What one source address saw in `spread`.

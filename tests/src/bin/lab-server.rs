@@ -36,6 +36,11 @@ struct Args {
     /// Where to serve the counters as JSON (one connection, one report).
     #[arg(long)]
     stats: Option<SocketAddr>,
+    /// TCP: close right after the name, as an HTTP server does after a
+    /// `Connection: close` answer, so the server side holds TIME_WAIT (the
+    /// case that matters when a load balancer reuses SNAT ports).
+    #[arg(long)]
+    close_first: bool,
 }
 
 #[derive(Default)]
@@ -103,8 +108,13 @@ async fn main() -> Result<()> {
             counters.opened();
             let counters = counters.clone();
             let greeting = greeting.clone();
+            let close_first = args.close_first;
             tokio::spawn(async move {
-                let _ = echo(stream, &counters, &greeting).await;
+                let _ = if close_first {
+                    greet_and_close(stream, &counters, &greeting).await
+                } else {
+                    echo(stream, &counters, &greeting).await
+                };
                 counters.open.fetch_sub(1, Ordering::Relaxed);
             });
         }
@@ -149,6 +159,28 @@ async fn echo(mut stream: TcpStream, counters: &Counters, greeting: &[u8]) -> st
         stream.write_all(&buf[..n]).await?;
         counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
     }
+}
+
+/// Sends the name and closes first; then reads what is left until the
+/// client's own close, so the close is a FIN both ways, not a RST.
+async fn greet_and_close(
+    mut stream: TcpStream,
+    counters: &Counters,
+    greeting: &[u8],
+) -> std::io::Result<()> {
+    stream.write_all(greeting).await?;
+    counters
+        .bytes_out
+        .fetch_add(greeting.len() as u64, Ordering::Relaxed);
+    stream.shutdown().await?;
+    let mut buf = [0u8; 256];
+    // Bounded: the client closes once it has the name and our FIN.
+    let drain = async {
+        while stream.read(&mut buf).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), drain).await;
+    Ok(())
 }
 
 async fn serve_udp(socket: UdpSocket, counters: Arc<Counters>, greeting: Arc<[u8]>) -> Result<()> {

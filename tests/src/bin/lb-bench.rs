@@ -293,8 +293,8 @@ fn print_report(
          its verdict, and the service and reason counters moved by exactly the intended path's \
          count. established hits one flow (hot in the caches); established_10k_flows cycles \
          through 10,000 connections, after an untimed pass that does their once-a-second \
-         refresh. The mean of new_syn includes the LRU free-list refill that every 64th SYN \
-         (128 inserts) pays. Maglev builds are timed with the wall clock, in ns per build."
+         refresh. new_syn inserts into half_open, a preallocated hash (no LRU free-list \
+         refill), and the half-open entries are removed between rounds. Maglev builds are timed with the wall clock, in ns per build."
     );
     println!(
         "Per case: the median of each round; over all timed calls the mean and percentiles (ns):"

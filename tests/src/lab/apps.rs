@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use super::binaries;
 use super::lbd::Lbd;
-use super::report::{HoldReport, ServerStats, SpreadReport};
+use super::report::{ChurnReport, HoldReport, ServerStats, SpreadReport};
 use super::setup::Lab;
 
 /// How long a server may take to print `ready`.
@@ -40,6 +40,18 @@ impl Lab {
         listen: SocketAddr,
         udp: bool,
     ) -> Result<LabServer> {
+        self.start_server_with(node, name, listen, udp, &[])
+    }
+
+    /// [`Lab::start_server`] with more `lab-server` flags (`--close-first`).
+    pub fn start_server_with(
+        &self,
+        node: &str,
+        name: &str,
+        listen: SocketAddr,
+        udp: bool,
+        extra: &[&str],
+    ) -> Result<LabServer> {
         let program = binaries::lab_server()?;
         let stats_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.next_stats_port()));
         let log = self.log_file(node, format!("lab-server-{name}").as_ref())?;
@@ -52,6 +64,7 @@ impl Lab {
         if udp {
             cmd.arg("--udp");
         }
+        cmd.args(extra);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("could not start lab-server {name} on {node}"))?;
@@ -97,6 +110,48 @@ impl Lab {
             .collect()
     }
 
+    /// Like [`Lab::start_backend_servers`], but every server closes first
+    /// after its name, as an HTTP server answering `Connection: close`.
+    pub fn start_backend_servers_closing_first(&self, port: u16) -> Result<Vec<LabServer>> {
+        (1..=self.backends())
+            .map(|n| {
+                let addr = SocketAddr::from((self.backend_addr(n), port));
+                self.start_server_with(
+                    &format!("be{n}"),
+                    &format!("be{n}"),
+                    addr,
+                    false,
+                    &["--close-first"],
+                )
+            })
+            .collect()
+    }
+
+    /// `lab-client churn` from the client namespace's first `sources`
+    /// addresses: `workers` tasks open and close connections back to back
+    /// for `seconds`.
+    pub fn churn(
+        &self,
+        target: SocketAddrV4,
+        sources: usize,
+        workers: usize,
+        seconds: u64,
+    ) -> Result<ChurnReport> {
+        let range = super::topology::client_range(sources.min(self.plan.shape.client_addrs));
+        let args = vec![
+            "churn".to_string(),
+            "--vip".into(),
+            target.to_string(),
+            "--sources".into(),
+            range,
+            "--workers".into(),
+            workers.to_string(),
+            "--seconds".into(),
+            seconds.to_string(),
+        ];
+        self.client_json(&args)
+    }
+
     /// The counters of a server started by [`Lab::start_server`].
     pub fn server_stats(&self, server: &LabServer) -> Result<ServerStats> {
         let addr = server.stats_addr;
@@ -135,6 +190,22 @@ impl Lab {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         self.client_json(&args)
+    }
+
+    /// [`Lab::spread`] that must fully succeed, every source on one backend;
+    /// panics naming `what` otherwise.
+    pub fn spread_ok(
+        &self,
+        target: SocketAddrV4,
+        sources: usize,
+        per_source: usize,
+        what: &str,
+    ) -> SpreadReport {
+        let report = self
+            .spread(target, sources, per_source, &[])
+            .unwrap_or_else(|e| panic!("{what}: spread did not run: {e:#}"));
+        report.assert_all_ok_and_sticky(sources, what);
+        report
     }
 
     /// `lab-client hold`: `total` concurrent connections over all client

@@ -40,6 +40,7 @@ pub mod arp;
 pub mod binaries;
 pub mod browser;
 pub mod counters;
+pub mod http_load;
 pub mod keepalived;
 mod lbd;
 pub mod names;
@@ -58,7 +59,7 @@ pub use lbd::{
     AdminConfig, AdminUserConfig, BackendConfig, CheckConfig, LAB_SNAT_PORTS, Lbd, LbdConfig,
     NodeConfig, RedirectConfig, ServiceConfig, lab_snat_ports,
 };
-pub use report::{BackendTally, HoldReport, ServerStats, SpreadReport};
+pub use report::{BackendTally, ChurnReport, HoldReport, HttpReport, ServerStats, SpreadReport};
 pub use setup::{BPFFS_LB_DIR, Lab, LabBuilder};
 pub use xdp_peer::SwitchPrograms;
 

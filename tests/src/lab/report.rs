@@ -16,6 +16,34 @@ pub struct BackendTally {
     pub bytes: u64,
 }
 
+/// `lab-client churn`: connections opened and closed back to back by several
+/// workers, from one or more source addresses, for a fixed time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChurnReport {
+    pub target: String,
+    /// Client addresses the workers used.
+    pub sources: usize,
+    pub workers: usize,
+    pub attempts: u64,
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    /// Backend name -> connections it answered.
+    pub per_backend: BTreeMap<String, u64>,
+    pub elapsed_ms: u64,
+}
+
+impl ChurnReport {
+    /// Connections that succeeded.
+    pub fn succeeded(&self) -> u64 {
+        self.per_backend.values().sum()
+    }
+
+    /// Successful connections per second over the run.
+    pub fn rate(&self) -> f64 {
+        self.succeeded() as f64 * 1000.0 / self.elapsed_ms.max(1) as f64
+    }
+}
+
 /// `lab-client spread`: K sequential connections from each source address.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpreadReport {
@@ -112,6 +140,17 @@ pub struct ServerStats {
     pub datagrams: u64,
 }
 
+/// The backend named `name` of the first service in an `lbd status --json`
+/// answer; panics when it is missing.
+pub fn status_backend<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["services"][0]["backends"]
+        .as_array()
+        .expect("the status lists backends")
+        .iter()
+        .find(|b| b["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in the status: {status}"))
+}
+
 /// Collects up to [`MAX_ERROR_SAMPLES`] distinct-enough error messages.
 #[derive(Debug, Default)]
 pub struct ErrorSamples {
@@ -126,6 +165,33 @@ impl ErrorSamples {
             self.samples.push(message);
         }
     }
+
+    /// Adds another collector's count and as many of its samples as fit.
+    pub fn merge(&mut self, other: ErrorSamples) {
+        self.count += other.count;
+        let room = MAX_ERROR_SAMPLES.saturating_sub(self.samples.len());
+        self.samples.extend(other.samples.into_iter().take(room));
+    }
+}
+
+/// `lab-client http`: HTTP/1.1 GETs for a fixed time from many source
+/// addresses, one connection per worker (kept alive, or one per request).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpReport {
+    pub target: String,
+    pub sources: u64,
+    pub connections: u64,
+    /// Whether every request had its own connection (`Connection: close`).
+    pub close: bool,
+    /// Requests answered 200 with the whole body.
+    pub ok: u64,
+    /// Answers with another status.
+    pub not_ok: u64,
+    /// Connects, writes or reads that failed or timed out.
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    /// The run's duration: answers after it are not counted.
+    pub elapsed_ms: u64,
 }
 
 #[cfg(test)]

@@ -336,6 +336,17 @@ impl Lab {
 
     /// Runs another lbd subcommand (`status`, `reload`, ...) for LB node
     /// `n` in its namespace: `lbd ARGS... --node <node name>`.
+    /// `lbd status --json` of node `n`, parsed.
+    pub fn lbd_status_json(&self, n: usize) -> Result<serde_json::Value> {
+        let out = self.lbd_command(n, &["status", "--json"])?;
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "lbd status --json printed no JSON: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
     pub fn lbd_command(&self, n: usize, args: &[&str]) -> Result<Output> {
         let lbd = binaries::lbd()?;
         let mut cmd = self.command_in(&format!("lb{n}"), &lbd)?;

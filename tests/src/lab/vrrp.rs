@@ -113,7 +113,7 @@ pub fn master_down(priority: u8, advert: Duration) -> Duration {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct InstanceView {
     pub name: String,
-    /// `master`, `backup` or `initialize`.
+    /// `master`, `backup`, `fault` or `initialize`.
     pub state: String,
     pub priority: u8,
     pub base_priority: u8,
@@ -134,6 +134,10 @@ impl InstanceView {
 
     pub fn is_backup(&self) -> bool {
         self.state == "backup"
+    }
+
+    pub fn is_fault(&self) -> bool {
+        self.state == "fault"
     }
 
     /// The drop counter `label` (0 when absent).

@@ -27,6 +27,9 @@ use crate::vrrp::garp::{Burst, GarpSender};
 use crate::vrrp::socket::{Datagram, VrrpSocket};
 use crate::vrrp::state::{Action, AdvertSeen, Event, GarpBurst, Machine, State, Transition};
 
+/// How often the interface's state is read (getifaddrs, one netlink dump).
+const LINK_POLL: Duration = Duration::from_millis(200);
+
 /// What the agent (through `VrrpHandle`) tells an instance.
 #[derive(Clone, Debug)]
 pub enum Command {
@@ -129,6 +132,16 @@ impl Instance {
         let priority = self.tracking.priority();
         self.handle(Event::PriorityChanged(priority)).await;
         self.handle(start).await;
+        // The link is watched more often than the adverts go: a master
+        // whose link went down must give up its VIPs before the peer takes
+        // over, and a FAULT must end soon after the link is back.
+        let mut link_up = probes::link_running(&self.spec.interface);
+        if !link_up {
+            self.handle(Event::LinkDown).await;
+        }
+        let mut link_tick = tokio::time::interval(LINK_POLL);
+        link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        link_tick.tick().await;
         let mut probe_tick = tokio::time::interval(self.spec.machine.advert_interval);
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         probe_tick.tick().await;
@@ -166,6 +179,14 @@ impl Instance {
                     self.observe(Condition::XdpAttached, holds).await;
                 }
                 Some((condition, holds)) = script_rx.recv() => self.observe(condition, holds).await,
+                _ = link_tick.tick() => {
+                    let now_up = probes::link_running(&self.spec.interface);
+                    if now_up != link_up {
+                        link_up = now_up;
+                        let event = if now_up { Event::LinkUp } else { Event::LinkDown };
+                        self.handle(event).await;
+                    }
+                }
             }
         }
         self.handle(Event::Shutdown).await;
@@ -190,7 +211,7 @@ impl Instance {
         let master = match state {
             State::Master => Some(self.spec.src),
             State::Backup => self.machine.followed_master(),
-            State::Initialize => None,
+            State::Initialize | State::Fault => None,
         };
         self.status.update(|s| {
             s.state = state;

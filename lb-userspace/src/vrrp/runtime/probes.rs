@@ -1,5 +1,6 @@
-//! The tracked conditions the VRRP thread observes itself: whether our XDP
-//! program is still attached, and track scripts.
+//! The conditions the VRRP thread observes itself: whether the interface is
+//! up and running (FAULT when not), whether our XDP program is still
+//! attached, and track scripts.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -18,6 +19,36 @@ pub fn xdp_attached(link_pin: &Path, ifindex: u32) -> bool {
             false
         }
     }
+}
+
+/// True while `interface` exists, is up and has a carrier (IFF_UP and
+/// IFF_RUNNING), as keepalived judges it. Read with getifaddrs, which asks
+/// netlink in the calling thread's network namespace (sysfs would answer
+/// for the namespace it was mounted in).
+pub fn link_running(interface: &str) -> bool {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        // Cannot tell: keep the current state rather than flap.
+        return true;
+    }
+    let wanted = libc::IFF_UP as u32 | libc::IFF_RUNNING as u32;
+    let mut running = false;
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: a node of the list getifaddrs returned, not yet freed.
+        let entry = unsafe { &*cursor };
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        if name.to_bytes() == interface.as_bytes() && entry.ifa_flags & wanted == wanted {
+            running = true;
+            break;
+        }
+        cursor = entry.ifa_next;
+    }
+    // SAFETY: the list came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    running
 }
 
 /// Runs `command` with `sh -c`; true when it exits 0 within `timeout`. A
@@ -76,6 +107,12 @@ mod tests {
                 "killed at the timeout"
             );
         });
+    }
+
+    #[test]
+    fn loopback_runs_and_a_missing_interface_does_not() {
+        assert!(link_running("lo"));
+        assert!(!link_running("lbd-no-such-if0"));
     }
 
     #[test]
