@@ -130,13 +130,13 @@ fn arp_reply_from(frame: &[u8], to: Mac, asker: Ipv4Addr, target: Ipv4Addr) -> O
 
 /// An AF_PACKET socket bound to one interface of the calling thread's
 /// namespace.
-struct PacketSocket {
+pub(super) struct PacketSocket {
     fd: OwnedFd,
 }
 
 impl PacketSocket {
     /// `protocol`: the Ethernet type to receive (0: none, send only).
-    fn open(iface: &str, protocol: u16) -> Result<Self> {
+    pub(super) fn open(iface: &str, protocol: u16) -> Result<Self> {
         let name = std::ffi::CString::new(iface)?;
         // SAFETY: a NUL-terminated name; the call only reads it.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -177,7 +177,7 @@ impl PacketSocket {
         Ok(PacketSocket { fd })
     }
 
-    fn send(&self, frame: &[u8]) -> Result<()> {
+    pub(super) fn send(&self, frame: &[u8]) -> Result<()> {
         // SAFETY: the buffer is valid for its length.
         let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
         if n != frame.len() as isize {

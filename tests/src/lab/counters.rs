@@ -111,3 +111,32 @@ pub fn read_pinned(node_pin_dir: &Path) -> Result<DatapathCounters> {
         flow_entries,
     })
 }
+
+/// The client-side source addresses of the connection entries in lbd's
+/// tables: the key of every entry that carries a client's packets to a
+/// backend, in `half_open` (handshakes) and in `flows` (established), for
+/// tests that look for entries a spoofed source must not have.
+#[derive(Clone, Debug, Default)]
+pub struct ClientEntries {
+    pub half_open: Vec<Ipv4Addr>,
+    pub flows: Vec<Ipv4Addr>,
+}
+
+pub fn client_entries(node_pin_dir: &Path) -> Result<ClientEntries> {
+    let dir = map_dir(node_pin_dir)?;
+    let read = |name: &str| -> Result<Vec<Ipv4Addr>> {
+        let map: HashMap<_, FlowKey, Flow> = open(&dir, name)?
+            .try_into()
+            .with_context(|| format!("the {name} map has an unexpected layout"))?;
+        Ok(map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, flow)| flow.direction == lb_common::direction::TO_BACKEND)
+            .map(|(key, _)| Ipv4Addr::from(u32::from_be(key.src_ip)))
+            .collect())
+    };
+    Ok(ClientEntries {
+        half_open: read(map_names::HALF_OPEN)?,
+        flows: read(map_names::FLOWS)?,
+    })
+}

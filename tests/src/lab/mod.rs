@@ -40,6 +40,7 @@ pub mod arp;
 pub mod binaries;
 pub mod browser;
 pub mod counters;
+pub mod flood;
 pub mod http_load;
 pub mod keepalived;
 mod lbd;
