@@ -11,6 +11,7 @@ pub mod control;
 pub mod control_client;
 pub mod health_file;
 pub mod health_view;
+pub mod iface_watch;
 pub mod notify;
 pub mod observed;
 pub mod pressure;
@@ -48,6 +49,7 @@ use crate::{
 use admin_view::{AdminState, AdminView};
 use control::{Answer, ControlSocket, Pending, Request};
 use health_view::HealthView;
+use iface_watch::{IfaceChange, IfaceWatch};
 use observed::Observed;
 use state::Ids;
 use state_file::SavedState;
@@ -59,6 +61,9 @@ const GC_INTERVAL: Duration = Duration::from_secs(5);
 /// next hops stop answering ARP): a backend without one is held DOWN until
 /// the sync after its path returns.
 const PATH_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the interface is looked at (removed, re-created, MTU, link).
+/// The VRRP thread watches the link itself, faster, for FAULT.
+const IFACE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `lbd run`.
 pub fn run(config_path: &Path, node: Option<&str>) -> Result<()> {
@@ -286,6 +291,13 @@ struct Agent {
     observed: Observed,
     /// The admin page and redirects, if configured; held for its Drop.
     http: Option<crate::admin::HttpServers>,
+    iface_watch: IfaceWatch,
+    /// A re-created interface still waits for the program (an attach that
+    /// failed is tried again at the next look): the old device's index, if
+    /// known.
+    reattach_pending: Option<Option<u32>>,
+    /// Why the last try failed, so a cause that lasts is logged once.
+    reattach_failure: Option<String>,
 }
 
 impl Agent {
@@ -428,6 +440,9 @@ impl Agent {
             masters,
             observed,
             http,
+            iface_watch: IfaceWatch::new(iface_watch::look(&iface)),
+            reattach_pending: None,
+            reattach_failure: None,
         };
         agent.program()?;
         tracing::info!(
@@ -474,6 +489,9 @@ impl Agent {
         let mut paths = tokio::time::interval(PATH_INTERVAL);
         paths.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         paths.tick().await;
+        let mut iface = tokio::time::interval(IFACE_INTERVAL);
+        iface.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        iface.tick().await;
         let mut watchdog = notify::Watchdog::from_env();
         loop {
             tokio::select! {
@@ -510,6 +528,7 @@ impl Agent {
                 }
                 _ = gc.tick() => self.collect_garbage(),
                 _ = paths.tick() => self.refresh_paths().await,
+                _ = iface.tick() => self.watch_interface().await,
             }
         }
         if let Some(vrrp) = self.vrrp.take() {
@@ -519,6 +538,97 @@ impl Agent {
         tracing::info!(
             "agent stopping; the pinned XDP program keeps forwarding (`lbd stop --detach` removes it)"
         );
+        Ok(())
+    }
+
+    /// Looks at the interface; logs each change once and brings the data
+    /// path (and VRRP) onto a re-created device.
+    async fn watch_interface(&mut self) {
+        let iface = self.node().interface.clone();
+        for change in self.iface_watch.observe(iface_watch::look(&iface)) {
+            match change {
+                IfaceChange::Gone => {
+                    self.reattach_pending = None;
+                    tracing::error!(
+                        "interface {iface} is gone: nothing is forwarded until it is back; lbd \
+                         attaches to it again when an interface of that name appears"
+                    );
+                }
+                IfaceChange::Recreated { from, index } => {
+                    tracing::warn!(
+                        "interface {iface} is a new device (index {index}): attaching the XDP \
+                         program to it again (flows, persistence and counters are kept)"
+                    );
+                    self.reattach_pending = Some(from);
+                }
+                IfaceChange::Mtu { from, to } => {
+                    tracing::info!("interface {iface}: MTU {from} -> {to}")
+                }
+                IfaceChange::LinkDown => tracing::warn!(
+                    "interface {iface}: link down (no carrier or set down): nothing is \
+                     forwarded while it lasts"
+                ),
+                IfaceChange::LinkUp => tracing::info!("interface {iface}: link up"),
+            }
+        }
+        if let Some(from) = self.reattach_pending {
+            match self.reattach(&iface, from).await {
+                Ok(()) => {
+                    self.reattach_pending = None;
+                    self.reattach_failure = None;
+                    tracing::info!("interface {iface}: forwarding again on the new device");
+                }
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    if self.reattach_failure.as_ref() != Some(&why) {
+                        tracing::error!(
+                            "interface {iface}: the new device cannot be served yet (lbd tries \
+                             again every {}s): {why}",
+                            IFACE_INTERVAL.as_secs()
+                        );
+                        self.reattach_failure = Some(why);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Everything bound to the old device, onto the new one: the XDP
+    /// attachment and the MAC it accepts, forwarding (a per-device sysctl),
+    /// the VIPs (single-node mode) or the VRRP instances (their sockets and
+    /// addresses were the old device's; they start again as at start-up).
+    async fn reattach(&mut self, iface: &str, old_index: Option<u32>) -> Result<()> {
+        self.dataplane.reattach(old_index)?;
+        host::set_forwarding(iface, true)?;
+        let index = load::if_index(iface)?;
+        self.vips = VipAddresses::new(iface, index)?;
+        if !self.config.vrrp.is_empty() {
+            if let Some(vrrp) = self.vrrp.take() {
+                if let Err(e) = vrrp.shutdown().await {
+                    tracing::warn!("VRRP on the old device did not stop cleanly: {e:#}");
+                }
+                self.vrrp_reports = None;
+                self.masters.clear();
+                self.program()?;
+            }
+            let (handle, reports) = start_vrrp(
+                &self.config,
+                &self.node_name,
+                iface,
+                &self.dataplane,
+                &self.vips,
+                &self.admin,
+                &self.health,
+            )
+            .await?;
+            self.masters = handle.resumed().clone();
+            self.vrrp = Some(handle);
+            self.vrrp_reports = Some(reports);
+        } else {
+            self.vips.add_all(&state::vips(&self.config)).await?;
+        }
+        self.program()?;
+        self.refresh_paths().await;
         Ok(())
     }
 

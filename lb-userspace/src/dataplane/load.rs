@@ -106,6 +106,31 @@ pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, mode: AttachMode) -> 
     attach_fresh(prog, &link_path, iface, mode)
 }
 
+/// Attaches the already loaded program to `iface` anew, replacing a link
+/// pin whose device is gone: the device was re-created under the same name.
+pub fn attach_again(
+    ebpf: &mut Ebpf,
+    pins: &PinDir,
+    iface: &str,
+    mode: AttachMode,
+) -> Result<Attachment> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .with_context(|| format!("the XDP object has no program named {PROGRAM:?}"))?
+        .try_into()
+        .with_context(|| format!("program {PROGRAM:?} is not an XDP program"))?;
+    let link_path = pins.link();
+    if link_path.exists() {
+        if pinned_link_ifindex(&link_path)? == if_index(iface)? {
+            // Attached already (an earlier try got this far).
+            return Ok(Attachment::Adopted);
+        }
+        std::fs::remove_file(&link_path)
+            .with_context(|| format!("removing the stale link pin {}", link_path.display()))?;
+    }
+    attach_fresh(prog, &link_path, iface, mode)
+}
+
 fn attach_fresh(
     prog: &mut Xdp,
     link_path: &Path,

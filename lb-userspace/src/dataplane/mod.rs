@@ -8,6 +8,7 @@
 pub mod desired;
 pub mod gc;
 pub mod host;
+pub mod iface_move;
 pub mod ifaces;
 pub mod lease;
 pub mod limits;
@@ -56,6 +57,10 @@ pub struct Dataplane {
     applied: AppliedState,
     /// The interface: its addresses join `local_addrs` at every apply.
     iface: String,
+    mode: AttachMode,
+    /// The interface's index and MAC, for the acceptance policy; rewritten
+    /// when the program moves to a re-created device.
+    iface_map: aya::maps::Array<aya::maps::MapData, lb_common::Iface>,
 }
 
 impl Dataplane {
@@ -107,7 +112,57 @@ impl Dataplane {
             pins,
             applied,
             iface: opts.iface.clone(),
+            mode: opts.mode,
+            iface_map,
         })
+    }
+
+    /// Attaches the loaded program to the interface again after its device
+    /// was removed and created anew under the same name (the old attachment
+    /// died with the old device). Maps, flows and counters are untouched.
+    /// `old_index`: the old device's, whose flows move to the new one.
+    pub fn reattach(&mut self, old_index: Option<u32>) -> Result<()> {
+        let index = load::if_index(&self.iface)?;
+        let mac = ifaces::mac_of(&self.iface)?;
+        ifaces::write(&mut self.iface_map, index, mac)?;
+        tracing::info!(iface = %self.iface, mac = %show_mac(&mac), "data path accepts frames to {}", show_mac(&mac));
+        if let Some(old) = old_index.filter(|old| *old != index) {
+            let moved = self
+                .maps
+                .move_flows(old, index)
+                .context("moving the flows to the new device")?;
+            tracing::info!(moved, "flow entries now leave through the new device");
+        }
+        // Each CPU's cached next hops name the old device too; a new flow
+        // that took one would keep it for the life of its handshake.
+        self.forget_next_hops()?;
+        self.attachment = load::attach_again(&mut self._ebpf, &self.pins, &self.iface, self.mode)?;
+        Ok(())
+    }
+
+    /// Empties `hop_cache` on every CPU: the next packet to each backend
+    /// asks the FIB again.
+    fn forget_next_hops(&mut self) -> Result<()> {
+        let mut cache: aya::maps::PerCpuArray<_, lb_common::HopCache> = self
+            ._ebpf
+            .map_mut(map_names::HOP_CACHE)
+            .with_context(|| format!("the XDP object has no map named {}", map_names::HOP_CACHE))?
+            .try_into()
+            .with_context(|| {
+                format!(
+                    "map {} does not have the layout lb-common declares",
+                    map_names::HOP_CACHE
+                )
+            })?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting the CPUs")?;
+        for id in 0..cache.len() {
+            let empty = aya::maps::PerCpuValues::try_from(vec![lb_common::HopCache::default(); cpus])
+                .context("building an empty hop_cache row")?;
+            cache
+                .set(id, empty, 0)
+                .with_context(|| format!("clearing hop_cache row {id}"))?;
+        }
+        Ok(())
     }
 
     /// Whether the program was swapped into an earlier agent's link.

@@ -316,8 +316,13 @@ impl ManagedNeighbours {
                 tracing::info!(ip = %hop.ip, ifindex = hop.ifindex, "managed neighbour entry removed");
                 Ok(())
             }
-            // already gone (the interface went away, or an admin flushed it)
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT => Ok(()),
+            // Already gone: an admin flushed it (ENOENT), or its interface
+            // went away with it (ENODEV, a re-created device).
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code() == -libc::ENOENT || e.raw_code() == -libc::ENODEV =>
+            {
+                Ok(())
+            }
             Err(e) => {
                 Err(e).with_context(|| format!("deleting the neighbour entry for {}", hop.ip))
             }

@@ -90,7 +90,7 @@ impl LabBuilder {
         let lab = Lab {
             plan,
             dir,
-            switch_programs: Mutex::new(None),
+            switch_programs: Mutex::new(Vec::new()),
             children: Mutex::new(Vec::new()),
             torn_down: Mutex::new(false),
             next_stats_port: AtomicU16::new(STATS_PORT_BASE),
@@ -121,7 +121,7 @@ const STATS_PORT_BASE: u16 = 9100;
 pub struct Lab {
     pub(crate) plan: Plan,
     dir: PathBuf,
-    switch_programs: Mutex<Option<SwitchPrograms>>,
+    switch_programs: Mutex<Vec<SwitchPrograms>>,
     /// Processes the lab started and owns (servers); killed at teardown.
     children: Mutex<Vec<Child>>,
     /// Set once teardown has run; held while it runs, so a second caller
@@ -387,11 +387,11 @@ impl Lab {
         for node in &self.plan.nodes {
             netns::kill_all_in(&node.netns);
         }
-        if let Some(programs) = self
+        for programs in self
             .switch_programs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
+            .drain(..)
         {
             programs.detach();
         }
@@ -446,31 +446,50 @@ impl Lab {
         }
         netns::ip_batch(Some(&switch.netns), &lines)?;
         for host in self.plan.hosts() {
-            let mut lines = vec!["link set lo up".to_string(), "link set eth0 up".to_string()];
-            lines.extend(
-                host.addresses
-                    .iter()
-                    .map(|a| format!("address add {a} dev eth0")),
-            );
-            lines.extend(host.routes.iter().map(|r| format!("route add {r}")));
+            let mut lines = vec!["link set lo up".to_string()];
+            lines.extend(eth0_setup(host));
             netns::ip_batch(Some(&host.netns), &lines)?;
-            netns::run(
-                netns::command_in(&host.netns, "ethtool")
-                    .args(["-K", "eth0"])
-                    .args(OFFLOADS_OFF),
-            )?;
-            netns::run(
-                netns::command_in(&switch.netns, "ethtool")
-                    .args(["-K", &host.switch_port])
-                    .args(OFFLOADS_OFF),
-            )?;
+            offloads_off(host, &switch.netns)?;
         }
         let ports: Vec<String> = self.plan.hosts().map(|h| h.switch_port.clone()).collect();
         let programs = SwitchPrograms::attach(&switch.netns, &ports)?;
-        *self
-            .switch_programs
+        self.switch_programs
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(programs);
+            .unwrap_or_else(|e| e.into_inner())
+            .push(programs);
+        Ok(())
+    }
+
+    /// Deletes `node`'s eth0 (and so its veth pair) and wires a new one with
+    /// the same MAC as the lab first did: a driver reload as the node sees
+    /// it. Whatever was attached to the old device is gone with it.
+    pub fn recreate_link(&self, node: &str) -> Result<()> {
+        let host = self
+            .plan
+            .node(node)
+            .with_context(|| format!("no lab node {node}"))?;
+        let switch = self.plan.switch();
+        // The new device keeps the old MAC, as a reloaded driver reads the
+        // same one from the card: the neighbours' ARP caches stay right.
+        let mac = super::arp::mac_text(&self.mac(node)?);
+        netns::ip_batch(Some(&host.netns), &["link delete eth0".to_string()])?;
+        netns::ip_batch(
+            Some(&switch.netns),
+            &[
+                format!(
+                    "link add {} type veth peer name eth0 address {mac} netns {}",
+                    host.switch_port, host.netns
+                ),
+                format!("link set {} master br0 up", host.switch_port),
+            ],
+        )?;
+        netns::ip_batch(Some(&host.netns), &eth0_setup(host))?;
+        offloads_off(host, &switch.netns)?;
+        let programs = SwitchPrograms::attach(&switch.netns, &[host.switch_port.clone()])?;
+        self.switch_programs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(programs);
         Ok(())
     }
 
@@ -490,6 +509,32 @@ impl Drop for Lab {
             eprintln!("{e:#}");
         }
     }
+}
+
+/// `ip` commands that bring a host's eth0 up with its addresses and routes.
+fn eth0_setup(host: &super::topology::Node) -> Vec<String> {
+    let mut lines = vec!["link set eth0 up".to_string()];
+    lines.extend(
+        host.addresses
+            .iter()
+            .map(|a| format!("address add {a} dev eth0")),
+    );
+    lines.extend(host.routes.iter().map(|r| format!("route add {r}")));
+    lines
+}
+
+fn offloads_off(host: &super::topology::Node, switch_netns: &str) -> Result<()> {
+    netns::run(
+        netns::command_in(&host.netns, "ethtool")
+            .args(["-K", "eth0"])
+            .args(OFFLOADS_OFF),
+    )?;
+    netns::run(
+        netns::command_in(switch_netns, "ethtool")
+            .args(["-K", &host.switch_port])
+            .args(OFFLOADS_OFF),
+    )?;
+    Ok(())
 }
 
 fn require_root() -> Result<()> {
