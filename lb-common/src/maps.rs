@@ -345,8 +345,8 @@ pub struct Settings {
     /// Written by the agent's VRRP thread only.
     pub lease_deadline_ns: u64,
     /// `syn_cookies = "auto"` (neither `SYN_COOKIES_*` flag): a CPU answers
-    /// SYNs with SYN cookies once it has opened more than this many
-    /// handshakes in the current one-second window; 0: never for the rate
+    /// SYNs with SYN cookies once more than this many handshakes begun in
+    /// the current one-second window are incomplete; 0: never for the rate
     /// (SYNs still get a cookie when no SNAT port is free).
     pub syn_cookie_rate: u32,
     pub _pad: u32,

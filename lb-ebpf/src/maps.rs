@@ -96,9 +96,10 @@ pub struct Scratch {
     pub _pad: u8,
     pub cookie_isn: u32,
     pub cookie_window: u32,
-    /// This CPU's SYNs to services in the current one-second window (the
-    /// SYN cookie trigger, `syncookie::pressure`).
-    pub window_syns: u32,
+    /// This CPU's handshakes of the current one-second window not completed
+    /// (yet): SYNs to services, less the ACKs that completed one (the SYN
+    /// cookie trigger, `syncookie::pressure`).
+    pub window_pending: u32,
     pub window_start_ns: u64,
 }
 

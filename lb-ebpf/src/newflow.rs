@@ -93,6 +93,7 @@ fn promote(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, h: *const Flow, now: u
     {
         return counters::drop(reason::DROP_HANDSHAKE_ACK);
     }
+    syncookie::handshake_completed();
     let mut fwd = *half;
     fwd.state = flow_state::ESTABLISHED;
     fwd.expect_ack = 0;

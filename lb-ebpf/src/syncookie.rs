@@ -49,10 +49,13 @@ const IP_DF: u16 = 0x4000;
 const ONE_SECOND_NS: u64 = 1_000_000_000;
 
 /// Whether a SYN that would open a handshake must get a cookie instead:
-/// `syn_cookies = "always"`, or (auto) this CPU has seen more SYNs to
-/// services than `syn_cookie_rate` in the current one-second window. Per
-/// CPU, so a flood costs no shared cache line; RSS spreads a spoofed flood
-/// over the queues. Not inlined: its branches would multiply the states
+/// `syn_cookies = "always"`, or (auto) more handshakes this CPU saw begin
+/// in the current one-second window are still incomplete than
+/// `syn_cookie_rate`. A busy real client completes its handshakes within a
+/// round trip, so however fast it connects it never trips this; spoofed
+/// SYNs never complete and do. Per CPU, so a flood costs no shared cache
+/// line (RSS keeps a connection's SYN and ACK on one queue, and spreads a
+/// spoofed flood over them). Not inlined: its branches would multiply the states
 /// the verifier walks through the rest of `open` (about 550,000
 /// instructions more).
 #[inline(never)]
@@ -74,10 +77,21 @@ pub fn pressure(now: u64) -> bool {
     let sc = unsafe { &mut *scratch };
     if now.wrapping_sub(sc.window_start_ns) >= ONE_SECOND_NS {
         sc.window_start_ns = now;
-        sc.window_syns = 0;
+        sc.window_pending = 0;
     }
-    sc.window_syns += 1;
-    sc.window_syns > rate
+    sc.window_pending += 1;
+    sc.window_pending > rate
+}
+
+/// A handshake completed (the client's ACK promoted it, or carried a valid
+/// cookie): it no longer counts towards [`pressure`].
+#[inline(always)]
+pub fn handshake_completed() {
+    if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
+        // SAFETY: this CPU's scratch row.
+        let sc = unsafe { &mut *scratch };
+        sc.window_pending = sc.window_pending.saturating_sub(1);
+    }
 }
 
 /// Whether cookies may be sent at all (not `syn_cookies = "never"`): the
@@ -288,6 +302,7 @@ pub fn connect(ctx: &XdpContext, pkt: &Packet, fwd: &Flow) -> u32 {
         return counters::drop(reason::DROP_MALFORMED_L4);
     }
     counters::count(reason::SYN_COOKIE_OK);
+    handshake_completed();
     counters::new_flow(fwd.service_id, fwd.backend_id);
     counters::account(fwd, (pkt.l3_off + 44) as u64);
     transmit(fwd.ifindex, pkt.ifindex)

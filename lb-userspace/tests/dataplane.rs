@@ -747,13 +747,14 @@ fn lease_and_apply_keep_each_others_fields() {
         drop(dp);
         let mut dp = dataplane::Dataplane::open(&opts).unwrap();
         let left = lease.remaining().unwrap().unwrap();
-        assert!(left > Duration::from_secs(24), "{left:?}");
+        // Generous: loading the program takes seconds on a busy machine.
+        assert!(left > Duration::from_secs(15), "{left:?}");
         assert_eq!(
             dp.apply(&desired(63000)).unwrap(),
             3,
             "settings, and the ring rewritten and flipped after adoption"
         );
-        assert!(lease.remaining().unwrap().unwrap() > Duration::from_secs(24));
+        assert!(lease.remaining().unwrap().unwrap() > Duration::from_secs(15));
 
         // expire keeps the plan's fields
         lease.expire().unwrap();

@@ -24,12 +24,13 @@ use crate::{
     maglev::{self, MaglevBackend},
 };
 
-/// The SYN rate per CPU above which the program answers SYNs with SYN
-/// cookies (`syn_cookies = "auto"`): all CPUs together at this rate for a
+/// How many handshakes begun in one second may stay incomplete on one CPU
+/// before the program answers SYNs with SYN cookies (`syn_cookies =
+/// "auto"`): all CPUs together leaving this many a second incomplete for a
 /// whole handshake timeout would hold half the SNAT range toward one
 /// backend, so a spoofed flood switches to cookies well before it can
-/// exhaust the ports, and a normal burst of connections does not. At
-/// least 1.
+/// exhaust the ports, and real clients, whose handshakes complete, never
+/// do. At least 1.
 pub fn syn_cookie_rate(snat_ports: u32, handshake: Duration, cpus: u32) -> u32 {
     let secs = handshake.as_secs().max(1);
     let node_wide = u64::from(snat_ports) / 2 / secs;
@@ -672,11 +673,16 @@ weight = 3
         let mut c = horizon();
         let (d, _) = state(&c);
         let cookie_flags = settings_flags::SYN_COOKIES_ALWAYS | settings_flags::SYN_COOKIES_NEVER;
-        assert_eq!(d.settings.flags & cookie_flags, 0, "auto by default");
+        assert_eq!(
+            d.settings.flags & cookie_flags,
+            settings_flags::SYN_COOKIES_NEVER,
+            "never by default"
+        );
         assert!(d.settings.syn_cookie_rate >= 1);
         for (mode, flag) in [
             (SynCookies::Always, settings_flags::SYN_COOKIES_ALWAYS),
             (SynCookies::Never, settings_flags::SYN_COOKIES_NEVER),
+            (SynCookies::Auto, 0),
         ] {
             c.nodes.get_mut("lb1").unwrap().syn_cookies = mode;
             let (d, _) = state(&c);
@@ -688,7 +694,7 @@ weight = 3
     fn vrrp_mode_enforces_the_lease_on_every_instance_vip() {
         let c = horizon();
         let (d, _) = state(&c);
-        assert_eq!(d.settings.flags, settings_flags::LEASE);
+        assert_eq!(d.settings.flags & settings_flags::LEASE, settings_flags::LEASE);
         assert_eq!(d.settings.lease_deadline_ns, 0, "the VRRP thread's field");
         let flags = |ip: &str| {
             d.local_addrs

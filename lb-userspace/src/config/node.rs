@@ -80,7 +80,7 @@ fn read_one(name: At<&str>, mut section: Section, report: &mut Report) -> Option
         syn_cookies: section.or_default(
             report,
             "syn_cookies",
-            SynCookies::Auto,
+            SynCookies::Never,
             text(|t| values::choice(t, &cookies, &[])),
         ),
         path: section.path.clone(),

@@ -41,14 +41,16 @@ pub struct Node {
 /// instead of opening a handshake (half-open entry, SNAT port).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SynCookies {
-    /// When a CPU takes SYNs faster than the SNAT range can hold their
-    /// handshakes (`agent/state.rs`, `syn_cookie_rate`), or no SNAT port is
+    /// When a CPU sees handshakes left incomplete faster than the SNAT range
+    /// can hold them (`agent/state.rs`, `syn_cookie_rate`), or no SNAT port is
     /// free.
-    #[default]
     Auto,
     /// For every SYN.
     Always,
-    /// Never; a SYN finding no SNAT port is dropped.
+    /// Never; a SYN finding no SNAT port is dropped. The default until a
+    /// cookie connection survives a backend that still holds its SNAT port
+    /// in TIME_WAIT (README, "SYN floods").
+    #[default]
     Never,
 }
 

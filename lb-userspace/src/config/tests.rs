@@ -157,7 +157,7 @@ fn defaults_are_applied() {
     let node = &config.nodes["lb1"];
     assert_eq!(node.interface, "eth0");
     assert_eq!(node.xdp_mode, XdpMode::Native);
-    assert_eq!(node.syn_cookies, SynCookies::Auto);
+    assert_eq!(node.syn_cookies, SynCookies::Never);
     assert_eq!(
         node.snat_ports,
         PortRange {

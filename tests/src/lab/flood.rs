@@ -25,6 +25,8 @@ const DISTINCT_FRAMES: usize = 65_536;
 pub struct FloodLimits {
     pub duration: Duration,
     pub max_frames: u64,
+    /// Frames per second at most; None: as fast as one thread can.
+    pub per_second: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -112,6 +114,12 @@ impl Lab {
                         sent += 1;
                     }
                     next = (next + 1) % frames.len();
+                }
+                if let Some(rate) = limits.per_second {
+                    let due = Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
+                    if let Some(ahead) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(ahead);
+                    }
                 }
             }
             Ok(FloodReport {

@@ -81,6 +81,9 @@ pub struct RedirectConfig {
 pub struct NodeConfig {
     pub interface: String,
     pub snat_ports: String,
+    /// `auto`, `always` or `never`; lbd's default when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syn_cookies: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -171,6 +174,7 @@ impl LbdConfig {
                 NodeConfig {
                     interface: "eth0".into(),
                     snat_ports: lab_snat_ports(i + 1, nodes.len()),
+                    syn_cookies: None,
                 },
             );
         }
@@ -332,6 +336,7 @@ mod tests {
             NodeConfig {
                 interface: "eth0".into(),
                 snat_ports: lab_snat_ports(1, 1),
+                syn_cookies: None,
             },
         );
         cfg.services.push(ServiceConfig::tcp(
