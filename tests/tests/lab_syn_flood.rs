@@ -1,8 +1,9 @@
 //! A spoofed SYN flood against a VIP, in a single-node namespace lab: lb1
 //! balances the VIP over three echo servers with `syn_cookies = "auto"`.
-//! The client namespace holds [`HELD`] established connections, then floods the VIP for [`FLOOD`] with SYNs from 254
-//! addresses nobody in the lab owns ([`lb_tests::lab::flood`]); a second
-//! into it, [`CLIENTS`] client addresses open new connections.
+//! The client namespace holds [`HELD`] established connections, then
+//! floods the VIP for [`FLOOD`] with SYNs from 254 addresses nobody in the
+//! lab owns ([`lb_tests::lab::flood`]); a second into it, [`CLIENTS`]
+//! client addresses open new connections.
 //!
 //! Counted, not timed:
 //! - every new connection succeeds, and every held connection echoes before,
