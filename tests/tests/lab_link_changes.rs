@@ -12,10 +12,10 @@
 //! Needs root and lbd built next to this test. Fails, not skips, without
 //! either.
 
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use lb_tests::lab::{Lab, Lbd, ServiceConfig, connect_from, counters, echo_all, read_line};
+use lb_tests::lab::{Lab, Lbd, ServiceConfig, counters, echo_all};
 
 const CLIENTS: usize = 20;
 
@@ -28,7 +28,8 @@ fn lab_link_changes() {
         "lab_link_changes must run as root"
     );
     let lab = Lab::datapath("lk", 3, CLIENTS).expect("lab builds");
-    lab.start_backend_servers(80).expect("backend servers start");
+    lab.start_backend_servers(80)
+        .expect("backend servers start");
     let vip = SocketAddrV4::new(lab.vip(), 80);
     let service = ServiceConfig::tcp("web", lab.vip(), 80, lab.backend_configs(80, &[]));
     let config = lab
@@ -40,17 +41,7 @@ fn lab_link_changes() {
 
     let sources = lab.client_addrs();
     let mut held = lab
-        .run_in("cl", move || -> anyhow::Result<Vec<(Ipv4Addr, TcpStream)>> {
-            sources
-                .into_iter()
-                .map(|source| {
-                    let mut stream = connect_from(source, vip, Duration::from_secs(10))?;
-                    read_line(&mut stream)?;
-                    Ok((source, stream))
-                })
-                .collect()
-        })
-        .unwrap()
+        .open_held(sources, vip, Duration::from_secs(10))
         .expect("the held connections open");
     echo_all(&mut held, "before");
     lab.spread_ok(vip, CLIENTS, 2, "before any change");
@@ -75,7 +66,11 @@ fn lab_link_changes() {
 
     // The device itself, deleted and created again.
     lab.recreate_link("lb1").expect("eth0 is re-created");
-    wait_for_log(&lbd, "interface eth0: forwarding again on the new device", 1);
+    wait_for_log(
+        &lbd,
+        "interface eth0: forwarding again on the new device",
+        1,
+    );
     lbd.check_running().expect("lbd survived its interface");
     echo_all(&mut held, "recreated");
     lab.spread_ok(vip, CLIENTS, 2, "on the re-created device");

@@ -19,12 +19,12 @@
 //! Needs root and lbd built next to this test (`cargo build -p lb-userspace
 //! --bin lbd` with the same profile). Fails, not skips, without either.
 
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lb_tests::lab::flood::{FloodLimits, FloodReport, is_spoofed};
-use lb_tests::lab::{Lab, ServiceConfig, connect_from, counters, echo_all, read_line};
+use lb_tests::lab::{Lab, ServiceConfig, counters, echo_all};
 
 const CLIENTS: usize = 100;
 const HELD: usize = 100;
@@ -60,7 +60,8 @@ fn spoofed_syn_flood_costs_no_legitimate_connection() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(SEED);
     let lab = Lab::datapath("sf", 3, CLIENTS).expect("lab builds");
-    lab.start_backend_servers(80).expect("backend servers start");
+    lab.start_backend_servers(80)
+        .expect("backend servers start");
     let vip = SocketAddrV4::new(lab.vip(), 80);
     let service = ServiceConfig::tcp("web", lab.vip(), 80, lab.backend_configs(80, &[]));
     let mut config = lab.lbd_config(vec![service]);
@@ -75,17 +76,7 @@ fn spoofed_syn_flood_costs_no_legitimate_connection() {
 
     let sources: Vec<Ipv4Addr> = lab.client_addrs().into_iter().take(HELD).collect();
     let mut held = lab
-        .run_in("cl", move || -> anyhow::Result<Vec<(Ipv4Addr, TcpStream)>> {
-            sources
-                .into_iter()
-                .map(|source| {
-                    let mut stream = connect_from(source, vip, Duration::from_secs(5))?;
-                    read_line(&mut stream)?;
-                    Ok((source, stream))
-                })
-                .collect()
-        })
-        .unwrap()
+        .open_held(sources, vip, Duration::from_secs(5))
         .expect("the held connections open");
     echo_all(&mut held, "before");
 
@@ -161,8 +152,15 @@ fn spoofed_syn_flood_costs_no_legitimate_connection() {
         "fewer than half the spoofed SYNs were answered with cookies"
     );
     assert_eq!(reason("drop_snat_exhausted"), 0, "SYNs found no SNAT port");
-    assert_eq!(reason("drop_half_open_full"), 0, "SYNs found no handshake entry");
-    assert_eq!(spoofed_flows, 0, "a spoofed source has an established entry");
+    assert_eq!(
+        reason("drop_half_open_full"),
+        0,
+        "SYNs found no handshake entry"
+    );
+    assert_eq!(
+        spoofed_flows, 0,
+        "a spoofed source has an established entry"
+    );
     assert!(
         spoofed_half_open <= SNAT_PORTS / 2,
         "spoofed sources hold {spoofed_half_open} handshakes, more than auto admits"

@@ -23,8 +23,14 @@ pub enum IfaceChange {
     /// An interface has the name again, or under another index than the one
     /// the program is attached to: a new device, which needs the program.
     /// `from`: the device before it, whose flows move to the new one.
-    Recreated { from: Option<u32>, index: u32 },
-    Mtu { from: u32, to: u32 },
+    Recreated {
+        from: Option<u32>,
+        index: u32,
+    },
+    Mtu {
+        from: u32,
+        to: u32,
+    },
     LinkDown,
     LinkUp,
 }

@@ -694,7 +694,10 @@ weight = 3
     fn vrrp_mode_enforces_the_lease_on_every_instance_vip() {
         let c = horizon();
         let (d, _) = state(&c);
-        assert_eq!(d.settings.flags & settings_flags::LEASE, settings_flags::LEASE);
+        assert_eq!(
+            d.settings.flags & settings_flags::LEASE,
+            settings_flags::LEASE
+        );
         assert_eq!(d.settings.lease_deadline_ns, 0, "the VRRP thread's field");
         let flags = |ip: &str| {
             d.local_addrs

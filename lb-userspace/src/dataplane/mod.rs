@@ -154,10 +154,13 @@ impl Dataplane {
                     map_names::HOP_CACHE
                 )
             })?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting the CPUs")?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| e)
+            .context("counting the CPUs")?;
         for id in 0..cache.len() {
-            let empty = aya::maps::PerCpuValues::try_from(vec![lb_common::HopCache::default(); cpus])
-                .context("building an empty hop_cache row")?;
+            let empty =
+                aya::maps::PerCpuValues::try_from(vec![lb_common::HopCache::default(); cpus])
+                    .context("building an empty hop_cache row")?;
             cache
                 .set(id, empty, 0)
                 .with_context(|| format!("clearing hop_cache row {id}"))?;

@@ -314,6 +314,29 @@ pub fn connect_from(
     Ok(stream)
 }
 
+impl Lab {
+    /// One connection from each of `sources` (client namespace addresses)
+    /// to `target`, past the server's name line, held open for a test to
+    /// echo on across some event ([`echo_all`]).
+    pub fn open_held(
+        &self,
+        sources: Vec<Ipv4Addr>,
+        target: SocketAddrV4,
+        timeout: Duration,
+    ) -> Result<Vec<(Ipv4Addr, TcpStream)>> {
+        self.run_in("cl", move || -> Result<Vec<(Ipv4Addr, TcpStream)>> {
+            sources
+                .into_iter()
+                .map(|source| {
+                    let mut stream = connect_from(source, target, timeout)?;
+                    read_line(&mut stream)?;
+                    Ok((source, stream))
+                })
+                .collect()
+        })?
+    }
+}
+
 /// Reads one line (without its newline) from `stream`, byte by byte so
 /// nothing after it is consumed: the server's name, or an echo.
 pub fn read_line(stream: &mut TcpStream) -> Result<String> {

@@ -153,9 +153,10 @@ mod tests {
         let sources = spoofed_sources();
         assert_eq!(sources.len(), 254);
         assert!(sources.iter().all(|s| is_spoofed(*s)));
-        for host in super::super::topology::client_addrs(118)
-            .chain([super::super::topology::lb_front_addr(1), super::super::topology::DEFAULT_VIP])
-        {
+        for host in super::super::topology::client_addrs(118).chain([
+            super::super::topology::lb_front_addr(1),
+            super::super::topology::DEFAULT_VIP,
+        ]) {
             assert!(!is_spoofed(host), "{host} is a lab host");
         }
     }
