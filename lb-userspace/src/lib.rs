@@ -4,12 +4,14 @@
 pub mod admin;
 pub mod agent;
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod health;
 pub mod ids;
 pub mod import;
 pub mod logging;
 pub mod maglev;
+pub mod paths;
 pub mod status_table;
 pub mod vips;
 pub mod vrrp;

@@ -142,7 +142,7 @@ fn main() -> ExitCode {
                     config,
                     node,
                 },
-        } => report(lb_userspace::agent::control_client::set_state(
+        } => report(lb_userspace::control::client::set_state(
             &config,
             node.as_deref(),
             &target,
@@ -162,7 +162,7 @@ fn main() -> ExitCode {
         } => {
             use std::io::IsTerminal;
             let table = table || (!json && std::io::stdout().is_terminal());
-            report(lb_userspace::agent::control_client::status(
+            report(lb_userspace::control::client::status(
                 &config,
                 node.as_deref(),
                 table,

@@ -3,19 +3,18 @@
 //! instance; per service one row per backend with state, weight, flows and
 //! traffic). `lbd status --json` prints the agent's status as it is.
 //!
-//! Pure: it renders the same [`Snapshot`] the page and `/metrics` read, at
+//! Pure: it renders the same [`NodeStatus`] the page and `/metrics` read, at
 //! a given `now`, so its output is tested without an agent.
 
 use std::fmt::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use crate::admin::agent_link::{Snapshot, VrrpInstance};
-use crate::admin::page::{bytes, span};
-use crate::agent::control::{BackendStatus, ServiceStatus};
+use crate::control::format::{bytes, since, span};
+use crate::control::{BackendStatus, NodeStatus, ServiceStatus};
+use crate::vrrp::runtime::InstanceStatus;
 
 /// The status as text, ending with a newline.
-pub fn render(snapshot: &Snapshot, now: SystemTime) -> String {
-    let status = &snapshot.status;
+pub fn render(status: &NodeStatus, now: SystemTime) -> String {
     let mut out = String::new();
     let uptime = if status.started_at_ms == 0 {
         "?".to_string()
@@ -28,7 +27,7 @@ pub fn render(snapshot: &Snapshot, now: SystemTime) -> String {
         &status.config_version
     };
     let _ = writeln!(out, "node {}  up {uptime}  config {version}", status.node);
-    render_vrrp(&mut out, &snapshot.vrrp);
+    render_vrrp(&mut out, &status.vrrp);
     for service in &status.services {
         out.push('\n');
         render_service(&mut out, service, now);
@@ -58,27 +57,28 @@ pub fn render(snapshot: &Snapshot, now: SystemTime) -> String {
     out
 }
 
-fn render_vrrp(out: &mut String, instances: &[VrrpInstance]) {
+fn render_vrrp(out: &mut String, instances: &[InstanceStatus]) {
     if instances.is_empty() {
         out.push_str("vrrp none (this node holds its VIPs itself)\n");
         return;
     }
     for i in instances {
-        let mut line = format!("vrrp {} {}", i.name, i.state.to_uppercase());
-        if let Some(p) = i.priority {
-            let _ = write!(line, "  priority {p}");
-            if let Some(base) = i.base_priority.filter(|b| *b != p) {
-                let _ = write!(line, " (base {base})");
-            }
+        let mut line = format!(
+            "vrrp {} {}  priority {}",
+            i.name,
+            i.state.name().to_uppercase(),
+            i.priority
+        );
+        if i.base_priority != i.priority {
+            let _ = write!(line, " (base {})", i.base_priority);
         }
-        if let Some(master) = &i.master {
+        if let Some(master) = i.master {
             let _ = write!(line, "  master {master}");
         }
-        if let Some(ms) = i.since_ms {
-            let _ = write!(line, "  for {}", span(Duration::from_millis(ms)));
-        }
+        let _ = write!(line, "  for {}", span(Duration::from_millis(i.since_ms)));
         if !i.vips.is_empty() {
-            let _ = write!(line, "  vips {}", i.vips.join(","));
+            let vips: Vec<String> = i.vips.iter().map(ToString::to_string).collect();
+            let _ = write!(line, "  vips {}", vips.join(","));
         }
         out.push_str(&line);
         out.push('\n');
@@ -186,18 +186,16 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-fn since(now: SystemTime, unix_ms: u64) -> Duration {
-    let then = UNIX_EPOCH + Duration::from_millis(unix_ms);
-    now.duration_since(then).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn snapshot(vrrp: serde_json::Value) -> Snapshot {
+    use std::time::UNIX_EPOCH;
+
+    /// A status as an agent sends it on the control socket.
+    fn status_with(vrrp: serde_json::Value) -> NodeStatus {
         let at = |s: u64| 1_700_000_000_000 + s * 1000;
-        Snapshot::from_json(serde_json::json!({
+        serde_json::from_value(serde_json::json!({
             "node": "lb1",
             "started_at_ms": at(0),
             "config_version": "3f2a9c1b00de",
@@ -233,7 +231,7 @@ mod tests {
 
     #[test]
     fn the_table_shows_every_backend_with_state_flows_and_traffic() {
-        let text = render(&snapshot(serde_json::json!([])), now());
+        let text = render(&status_with(serde_json::json!([])), now());
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "node lb1  up 2h 00m  config 3f2a9c1b00de");
         assert!(lines[1].starts_with("vrrp none"), "{text}");
@@ -279,7 +277,7 @@ mod tests {
 
     #[test]
     fn columns_line_up() {
-        let text = render(&snapshot(serde_json::json!([])), now());
+        let text = render(&status_with(serde_json::json!([])), now());
         let table: Vec<&str> = text
             .lines()
             .skip_while(|l| !l.contains("BACKEND"))
@@ -299,7 +297,7 @@ mod tests {
     #[test]
     fn vrrp_instances_show_state_priority_and_master() {
         let text = render(
-            &snapshot(serde_json::json!([
+            &status_with(serde_json::json!([
                 {"name": "lb_vip", "state": "master", "priority": 103, "base_priority": 101,
                  "since_ms": 65000, "vips": ["192.0.2.10"], "transitions": 1,
                  "adverts_sent": 65, "adverts_received": 0, "drops": {}},

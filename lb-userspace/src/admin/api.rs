@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::server::{Peer, Shared, caller, refusal, unavailable};
-use crate::agent::admin_view::AdminState;
+use crate::control::AdminState;
 
 /// The header a browser session carries its CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -38,11 +38,11 @@ pub async fn status(State(state): State<Shared>, peer: Peer, headers: HeaderMap)
         Ok(caller) => caller,
         Err(denied) => return refusal(denied, false),
     };
-    let snapshot = match state.agent.snapshot().await {
-        Ok(snapshot) => snapshot,
+    let status = match state.agent.status().await {
+        Ok(status) => status,
         Err(e) => return unavailable(e),
     };
-    let mut response = axum::Json(snapshot.json).into_response();
+    let mut response = axum::Json(status).into_response();
     if let Some(token) = caller.csrf().and_then(|t| HeaderValue::from_str(t).ok()) {
         response.headers_mut().insert(CSRF_HEADER, token);
     }
@@ -76,11 +76,11 @@ pub async fn set_state(
     if let Err(e) = wanted.state.parse::<AdminState>() {
         return error(StatusCode::BAD_REQUEST, e);
     }
-    let snapshot = match state.agent.snapshot().await {
-        Ok(snapshot) => snapshot,
+    let status = match state.agent.status().await {
+        Ok(status) => status,
         Err(e) => return unavailable(e),
     };
-    if !snapshot.has_backend(&service, &backend) {
+    if !status.has_backend(&service, &backend) {
         return error(
             StatusCode::NOT_FOUND,
             format!("no backend {service}/{backend}"),

@@ -10,7 +10,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::agent_link::Snapshot;
+use crate::control::NodeStatus;
+use crate::vrrp::state::State;
 
 /// The Content-Type of what [`render`] returns.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -57,10 +58,15 @@ struct InstanceStateLabels {
 }
 
 const ADMIN_STATES: [&str; 3] = ["ready", "drain", "maint"];
-const VRRP_STATES: [&str; 4] = ["initialize", "backup", "master", "fault"];
+const VRRP_STATES: [State; 4] = [
+    State::Initialize,
+    State::Backup,
+    State::Master,
+    State::Fault,
+];
 
-/// The metrics text of `snapshot`.
-pub fn render(snapshot: &Snapshot) -> String {
+/// The metrics text of `status`.
+pub fn render(status: &NodeStatus) -> String {
     let mut registry = Registry::default();
     let up = Family::<BackendLabels, Gauge>::default();
     let reachable = Family::<BackendLabels, Gauge>::default();
@@ -147,7 +153,6 @@ pub fn render(snapshot: &Snapshot) -> String {
         start.clone(),
     );
 
-    let status = &snapshot.status;
     start.set(status.started_at_ms as f64 / 1000.0);
     handshakes.set(i64::try_from(status.handshakes_in_progress).unwrap_or(i64::MAX));
     for service in &status.services {
@@ -202,22 +207,20 @@ pub fn render(snapshot: &Snapshot) -> String {
             })
             .inc_by(*count);
     }
-    for instance in &snapshot.vrrp {
+    for instance in &status.vrrp {
         for state in VRRP_STATES {
             vrrp_state
                 .get_or_create(&InstanceStateLabels {
                     instance: instance.name.clone(),
-                    state: state.to_string(),
+                    state: state.name().to_string(),
                 })
                 .set(i64::from(instance.state == state));
         }
-        if let Some(priority) = instance.priority {
-            vrrp_priority
-                .get_or_create(&InstanceLabels {
-                    instance: instance.name.clone(),
-                })
-                .set(i64::try_from(priority).unwrap_or(i64::MAX));
-        }
+        vrrp_priority
+            .get_or_create(&InstanceLabels {
+                instance: instance.name.clone(),
+            })
+            .set(i64::from(instance.priority));
     }
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String does not fail");

@@ -2,10 +2,10 @@
 //! redirects. They run on a thread and runtime of their own, and password
 //! hashes on a pool of their own, so a flood of logins never delays the
 //! agent's loop (health checks, VRRP). They reach the agent only through
-//! the control requests ([`agent::control::Pending`]), which the agent loop
+//! the control requests ([`control::Pending`]), which the agent loop
 //! answers: it stays the single writer of maps and states.
 //!
-//! [`agent::control::Pending`]: crate::agent::control::Pending
+//! [`control::Pending`]: crate::control::Pending
 
 pub mod agent_link;
 pub mod api;
@@ -28,8 +28,8 @@ use std::{net::SocketAddrV4, sync::Arc, thread};
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
-use crate::agent::control::Pending;
 use crate::config::{Admin, Redirect};
+use crate::control::Pending;
 use agent_link::AgentLink;
 use pool::HashPool;
 use server::AppState;

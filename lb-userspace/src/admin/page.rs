@@ -11,12 +11,13 @@
 
 use std::{
     fmt::Write,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
-use super::agent_link::{Snapshot, VrrpInstance};
-use crate::agent::control::{BackendStatus, ServiceStatus};
 use crate::config::Role;
+use crate::control::format::{bytes, millis, since, span};
+use crate::control::{BackendStatus, NodeStatus, ServiceStatus};
+use crate::vrrp::{runtime::InstanceStatus, state::State};
 
 /// Who is looking and what the page may offer them.
 pub struct Viewer<'a> {
@@ -99,8 +100,7 @@ pub fn error(title: &str, message: &str) -> String {
 }
 
 /// The stats page.
-pub fn stats(snapshot: &Snapshot, viewer: &Viewer) -> String {
-    let status = &snapshot.status;
+pub fn stats(status: &NodeStatus, viewer: &Viewer) -> String {
     let refresh = viewer.refresh.as_secs().max(1);
     let mut body = String::new();
     let _ = write!(
@@ -133,7 +133,7 @@ pub fn stats(snapshot: &Snapshot, viewer: &Viewer) -> String {
         );
     }
     body.push_str("</div>");
-    vrrp_line(&mut body, &snapshot.vrrp);
+    vrrp_line(&mut body, &status.vrrp);
     body.push_str(
         "<p class=\"note\">Admin states (ready, drain, maint) are per node: \
          set them on each node of the pair.</p>",
@@ -186,7 +186,7 @@ pub fn stats(snapshot: &Snapshot, viewer: &Viewer) -> String {
     document(&format!("lbd {}", status.node), &head, &body)
 }
 
-fn vrrp_line(body: &mut String, instances: &[VrrpInstance]) {
+fn vrrp_line(body: &mut String, instances: &[InstanceStatus]) {
     if instances.is_empty() {
         body.push_str("<p>VRRP: not configured on this node (it holds the VIPs itself).</p>");
         return;
@@ -195,28 +195,24 @@ fn vrrp_line(body: &mut String, instances: &[VrrpInstance]) {
     let parts: Vec<String> = instances
         .iter()
         .map(|i| {
-            let class = match i.state.as_str() {
-                "master" => "master",
-                "backup" => "backup",
+            let class = match i.state {
+                State::Master => "master",
+                State::Backup => "backup",
                 _ => "other",
             };
             let mut text = format!(
-                "{} <span class=\"{class}\">{}</span>",
+                "{} <span class=\"{class}\">{}</span>, priority {}",
                 escape(&i.name),
-                escape(&i.state.to_uppercase())
+                i.state.name().to_uppercase(),
+                i.priority
             );
-            if let Some(p) = i.priority {
-                let _ = write!(text, ", priority {p}");
-                if let Some(base) = i.base_priority.filter(|b| *b != p) {
-                    let _ = write!(text, " (base {base})");
-                }
+            if i.base_priority != i.priority {
+                let _ = write!(text, " (base {})", i.base_priority);
             }
-            if let Some(master) = &i.master {
-                let _ = write!(text, ", master {}", escape(master));
+            if let Some(master) = i.master {
+                let _ = write!(text, ", master {master}");
             }
-            if let Some(ms) = i.since_ms {
-                let _ = write!(text, ", for {}", span(Duration::from_millis(ms)));
-            }
+            let _ = write!(text, ", for {}", span(Duration::from_millis(i.since_ms)));
             text
         })
         .collect();
@@ -308,7 +304,7 @@ fn backend_row(
             "<span class=\"{}\">{}</span> in {} ms, {} ago",
             if c.ok { "" } else { "bad" },
             escape(&c.result),
-            format_ms(c.duration_us),
+            millis(c.duration_us),
             span(since(now, c.at_ms))
         ),
         (None, None) => "&ndash;".to_string(),
@@ -336,46 +332,6 @@ fn backend_row(
     );
 }
 
-fn since(now: SystemTime, unix_ms: u64) -> Duration {
-    let then = UNIX_EPOCH + Duration::from_millis(unix_ms);
-    now.duration_since(then).unwrap_or_default()
-}
-
-/// "45s", "3m 20s", "5h 02m", "3d 4h".
-pub fn span(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
-fn format_ms(us: u64) -> String {
-    if us < 10_000 {
-        format!("{:.1}", us as f64 / 1000.0)
-    } else {
-        format!("{}", us / 1000)
-    }
-}
-
-/// "1.5 MiB": bytes in binary units, one decimal.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,16 +342,5 @@ mod tests {
             escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
-    }
-
-    #[test]
-    fn spans_and_sizes_read_naturally() {
-        assert_eq!(span(Duration::from_secs(45)), "45s");
-        assert_eq!(span(Duration::from_secs(200)), "3m 20s");
-        assert_eq!(span(Duration::from_secs(5 * 3600 + 120)), "5h 02m");
-        assert_eq!(span(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d 4h");
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 }

@@ -20,7 +20,7 @@ use axum::{
 };
 
 use super::{
-    agent_link::{AgentLink, Snapshot, Unavailable},
+    agent_link::{AgentLink, Unavailable},
     api,
     auth::{Auth, Denied},
     csrf::{self, Origin},
@@ -28,8 +28,8 @@ use super::{
     pool::HashPool,
     session::{self, Session, Sessions},
 };
-use crate::agent::admin_view::AdminState;
 use crate::config::{Admin, Role};
+use crate::control::{AdminState, NodeStatus};
 
 /// What every handler shares.
 pub struct AppState {
@@ -392,8 +392,8 @@ async fn stats_page(State(state): State<Shared>, peer: Peer, headers: HeaderMap)
         Ok(caller) => caller,
         Err(denied) => return refusal(denied, wants_html(&headers)),
     };
-    let snapshot = match state.agent.snapshot().await {
-        Ok(snapshot) => snapshot,
+    let status = match state.agent.status().await {
+        Ok(status) => status,
         Err(e) => return unavailable(e),
     };
     let flash = match &caller {
@@ -410,7 +410,7 @@ async fn stats_page(State(state): State<Shared>, peer: Peer, headers: HeaderMap)
     };
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Html(page::stats(&snapshot, &viewer)),
+        Html(page::stats(&status, &viewer)),
     )
         .into_response()
 }
@@ -452,12 +452,12 @@ fn read_state_form(body: &[u8]) -> Result<StateForm, String> {
 
 /// The form's ticked backends that the agent does not know.
 pub fn unknown_backends<'a>(
-    snapshot: &Snapshot,
+    status: &NodeStatus,
     backends: impl IntoIterator<Item = &'a (String, String)>,
 ) -> Vec<String> {
     backends
         .into_iter()
-        .filter(|(s, b)| !snapshot.has_backend(s, b))
+        .filter(|(s, b)| !status.has_backend(s, b))
         .map(|(s, b)| format!("{s}/{b}"))
         .collect()
 }
@@ -487,11 +487,11 @@ async fn set_states(
         Ok(form) => form,
         Err(message) => return bad(StatusCode::BAD_REQUEST, &message),
     };
-    let snapshot = match state.agent.snapshot().await {
-        Ok(snapshot) => snapshot,
+    let status = match state.agent.status().await {
+        Ok(status) => status,
         Err(e) => return unavailable(e),
     };
-    let unknown = unknown_backends(&snapshot, &form.backends);
+    let unknown = unknown_backends(&status, &form.backends);
     if !unknown.is_empty() {
         return bad(
             StatusCode::NOT_FOUND,
@@ -525,10 +525,10 @@ async fn metrics_text(State(state): State<Shared>, peer: Peer, headers: HeaderMa
     if let Err(denied) = caller(&state, &headers, &peer).await {
         return refusal(denied, false);
     }
-    match state.agent.snapshot().await {
-        Ok(snapshot) => (
+    match state.agent.status().await {
+        Ok(status) => (
             [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-            metrics::render(&snapshot),
+            metrics::render(&status),
         )
             .into_response(),
         Err(e) => unavailable(e),

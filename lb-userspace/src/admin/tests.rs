@@ -18,19 +18,20 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 use super::{
-    agent_link::{AgentLink, Snapshot},
+    agent_link::AgentLink,
     metrics, passwd,
     pool::HashPool,
     server::{AppState, Shared, router},
 };
 use crate::agent::{
-    admin_view::{AdminState, AdminView},
-    control::{self, Answer, Pending, Request},
+    admin_view::AdminView,
     health_view::HealthView,
     observed::{self, Observed},
     state::{Ids, limits},
+    status_report,
 };
 use crate::config::{Admin, AdminUser, Config, Role};
+use crate::control::{AdminState, Answer, NodeStatus, Pending, Request};
 use crate::health::BackendKey;
 
 const ADMIN_PW: &str = "admin-pw";
@@ -109,7 +110,7 @@ fn fake_agent(config: Config) -> (mpsc::UnboundedSender<Pending>, Arc<Mutex<Admi
                 Request::Status => {
                     let admin = view.lock().unwrap().clone();
                     let mut status =
-                        control::status("lb1", &config, &ids, &health, &admin, |_| true);
+                        status_report::status("lb1", &config, &ids, &health, &admin, |_| true);
                     let stats = |id: u32| Some(fake_stats(id));
                     let check = |_: &BackendKey| None;
                     let readings = observed::Readings {
@@ -129,7 +130,7 @@ fn fake_agent(config: Config) -> (mpsc::UnboundedSender<Pending>, Arc<Mutex<Admi
                     backend,
                     state,
                 } => match (
-                    control::find_backend(&config, &service, &backend),
+                    status_report::find_backend(&config, &service, &backend),
                     state.parse::<AdminState>(),
                 ) {
                     (Ok(key), Ok(state)) => {
@@ -773,14 +774,14 @@ async fn metrics_parse_and_equal_the_status() {
             "",
         )
         .await;
-    let snapshot = Snapshot::from_json(serde_json::from_str(&json).unwrap()).unwrap();
+    let snapshot: NodeStatus = serde_json::from_str(&json).unwrap();
     let get = |series: String| {
         *samples
             .get(&series)
             .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
     };
     let mut backends = 0;
-    for service in &snapshot.status.services {
+    for service in &snapshot.services {
         let s = &service.name;
         assert_eq!(
             get(format!(
@@ -850,7 +851,7 @@ async fn metrics_parse_and_equal_the_status() {
         11.0
     );
     let start = get("lb_agent_start_time_seconds".into());
-    assert_eq!(start, snapshot.status.started_at_ms as f64 / 1000.0);
+    assert_eq!(start, snapshot.started_at_ms as f64 / 1000.0);
     assert!(start > 1.6e9);
 }
 
@@ -862,7 +863,7 @@ fn vrrp_instances_show_on_the_page_and_in_the_metrics() {
         "vrrp": [{"name": "lb_vip", "state": "backup", "priority": 100, "base_priority": 100,
                   "master": "192.0.2.251", "since_ms": 65000, "vips": ["192.0.2.250"]}]
     });
-    let snapshot = Snapshot::from_json(json).unwrap();
+    let snapshot: NodeStatus = serde_json::from_value(json).unwrap();
     let page = super::page::stats(
         &snapshot,
         &super::page::Viewer {

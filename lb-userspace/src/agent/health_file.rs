@@ -54,7 +54,7 @@ impl SavedHealth {
 
 /// `/run/lbd/<node>.health`.
 pub fn path_for(node: &str) -> PathBuf {
-    Path::new(super::RUN_DIR).join(format!("{node}.health"))
+    Path::new(crate::paths::RUN_DIR).join(format!("{node}.health"))
 }
 
 /// Reads the health file: `None` when there is none or it cannot be read

@@ -7,8 +7,7 @@
 //! adopts them. `lbd stop --detach` removes the data path for good.
 
 pub mod admin_view;
-pub mod control;
-pub mod control_client;
+mod control_socket;
 pub mod health_file;
 pub mod health_view;
 pub mod iface_watch;
@@ -17,6 +16,7 @@ pub mod observed;
 pub mod pressure;
 pub mod state;
 pub mod state_file;
+pub mod status_report;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -30,6 +30,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
+use crate::control::AdminState;
+use crate::control::{Answer, Pending, Request};
+use crate::paths::RUN_DIR;
 use crate::{
     config::{self, Config, Node, XdpMode},
     dataplane::{
@@ -46,8 +49,8 @@ use crate::{
         state::State,
     },
 };
-use admin_view::{AdminState, AdminView};
-use control::{Answer, ControlSocket, Pending, Request};
+use admin_view::AdminView;
+use control_socket::ControlSocket;
 use health_view::HealthView;
 use iface_watch::{IfaceChange, IfaceWatch};
 use observed::Observed;
@@ -67,7 +70,7 @@ const IFACE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `lbd run`.
 pub fn run(config_path: &Path, node: Option<&str>) -> Result<()> {
-    let config = load_config(config_path)?;
+    let config = config::load_or_explain(config_path)?;
     let (node_name, _) = config.node(node)?;
     let node_name = node_name.to_string();
     require_root("lbd run")?;
@@ -86,7 +89,7 @@ pub fn run(config_path: &Path, node: Option<&str>) -> Result<()> {
 /// `lbd stop`: with `detach`, removes this node's pinned link and maps (which
 /// detaches the program), its forward-drop table and the VIPs.
 pub fn stop(config_path: &Path, node: Option<&str>, detach: bool) -> Result<()> {
-    let config = load_config(config_path)?;
+    let config = config::load_or_explain(config_path)?;
     let (node_name, node) = config.node(node)?;
     if !detach && !config.vrrp.is_empty() {
         return stop_vrrp(&config, node_name, &node.interface);
@@ -160,9 +163,6 @@ fn node_lease(node: &str) -> Result<Option<Arc<dyn LeaseStore>>> {
     Ok(Some(Arc::new(lease)))
 }
 
-/// Where per-node runtime files live (control socket, lock).
-pub const RUN_DIR: &str = "/run/lbd";
-
 /// Takes `/run/lbd/<node>.lock` for the life of the process: two agents for
 /// one node would fight over the same pinned maps and link.
 fn lock_node(node: &str) -> Result<std::fs::File> {
@@ -202,7 +202,7 @@ fn lock_node(node: &str) -> Result<std::fs::File> {
 /// `lbd reload`: validates the config, then asks the running agent to re-read
 /// it (SIGHUP). An invalid config is reported here and not sent.
 pub fn reload(config_path: &Path, node: Option<&str>) -> Result<()> {
-    let config = load_config(config_path)?;
+    let config = config::load_or_explain(config_path)?;
     let (node_name, _) = config.node(node)?;
     let path = Path::new(RUN_DIR).join(format!("{node_name}.lock"));
     let text = std::fs::read_to_string(&path).map_err(|_| {
@@ -236,11 +236,6 @@ pub fn reload(config_path: &Path, node: Option<&str>) -> Result<()> {
         config_path.display()
     );
     Ok(())
-}
-
-fn load_config(path: &Path) -> Result<Config> {
-    config::load(path)
-        .map_err(|errors| anyhow!("{} is not a valid config:\n{errors}", path.display()))
 }
 
 fn require_root(what: &str) -> Result<()> {
@@ -411,7 +406,7 @@ impl Agent {
         let (control_tx, control_requests) = mpsc::unbounded_channel();
         let http =
             crate::admin::start(config.admin.as_ref(), &config.redirects, control_tx.clone())?;
-        let control = ControlSocket::bind(control::socket_path(&node_name), control_tx)?;
+        let control = ControlSocket::bind(crate::control::socket_path(&node_name), control_tx)?;
         let mut observed = Observed::new(config_version(&config_path));
         for (key, at) in restored {
             if at > 0 {
@@ -831,7 +826,7 @@ impl Agent {
     /// not validate, or that changes what only a restart can change, is
     /// refused and changes nothing.
     async fn reload(&mut self) -> Result<()> {
-        let new = load_config(&self.config_path)?;
+        let new = config::load_or_explain(&self.config_path)?;
         let old_node = &self.config.nodes[&self.node_name];
         let Some(new_node) = new.nodes.get(&self.node_name) else {
             bail!("the new config has no [node.{}]", self.node_name);
@@ -949,7 +944,8 @@ impl Agent {
     /// says it is not saved.
     fn set_state(&mut self, service: &str, backend: &str, word: &str) -> Result<String> {
         let state: AdminState = word.parse().map_err(|e: String| anyhow!(e))?;
-        let key = control::find_backend(&self.config, service, backend).map_err(|e| anyhow!(e))?;
+        let key =
+            status_report::find_backend(&self.config, service, backend).map_err(|e| anyhow!(e))?;
         let old = self.admin.state(service, backend);
         if old == state {
             return Ok(format!("{key} is already {state}"));
@@ -997,8 +993,8 @@ impl Agent {
     }
 
     /// The status with the data path's counters, flows and checks.
-    fn status(&self) -> control::NodeStatus {
-        let mut status = control::status(
+    fn status(&self) -> crate::control::NodeStatus {
+        let mut status = status_report::status(
             &self.node_name,
             &self.config,
             &self.ids,

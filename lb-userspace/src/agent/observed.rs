@@ -15,7 +15,7 @@ use std::{
 
 use lb_common::TrafficStats;
 
-use super::control::{LastCheck, NodeStatus, Traffic};
+use crate::control::{LastCheck, NodeStatus, Traffic};
 use crate::health::{self, BackendKey};
 
 /// Unix milliseconds of `at` (0 before 1970, which does not happen).
@@ -108,7 +108,7 @@ pub struct Readings<'a> {
     pub check: &'a dyn Fn(&BackendKey) -> Option<health::BackendStatus>,
 }
 
-/// Fills the observed values into `status` (built by `control::status`).
+/// Fills the observed values into `status` (built by `status_report::status`).
 pub fn enrich(status: &mut NodeStatus, observed: &Observed, readings: &Readings) {
     status.started_at_ms = unix_ms(observed.started_at);
     status.config_version = observed.config_version.clone();
@@ -168,12 +168,13 @@ mod tests {
 
     use super::*;
     use crate::agent::{
-        admin_view::{AdminState, AdminView},
-        control::status,
+        admin_view::AdminView,
         health_view::HealthView,
         state::{Ids, limits},
+        status_report::status,
     };
     use crate::config::{CheckKind, Config, HealthCheck};
+    use crate::control::AdminState;
     use crate::health::CheckResult;
 
     fn horizon() -> Config {

@@ -384,7 +384,7 @@ pub fn services_up(config: &Config, health: &HealthView, admin: &AdminView) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{agent::admin_view::AdminState, config};
+    use crate::{config, control::AdminState};
     use lb_common::NO_BACKEND;
 
     fn horizon() -> Config {

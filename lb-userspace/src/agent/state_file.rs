@@ -14,7 +14,8 @@ use std::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::admin_view::{AdminState, AdminView};
+use super::admin_view::AdminView;
+use crate::control::AdminState;
 use crate::{health::BackendKey, ids::IdSnapshot};
 
 /// Where the state files live.

@@ -73,6 +73,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// [`load`] for a command: every error in one message that names the file.
+pub fn load_or_explain(path: &Path) -> anyhow::Result<Config> {
+    load(path)
+        .map_err(|errors| anyhow::anyhow!("{} is not a valid config:\n{errors}", path.display()))
+}
+
 /// Validates config text; `file_name` only appears in the errors.
 pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     let mut report = Report::new(file_name, text);

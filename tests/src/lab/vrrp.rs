@@ -157,7 +157,7 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// The whole `lbd status` answer of agent `node`, read from its control
 /// socket (`/run/lbd/<node>.sock` is a path, so any namespace reaches it).
 pub fn status_json(node: &str) -> Result<serde_json::Value> {
-    let path = lb_userspace::agent::control::socket_path(node);
+    let path = lb_userspace::control::socket_path(node);
     let stream = UnixStream::connect(&path)
         .with_context(|| format!("no agent answers on {}", path.display()))?;
     stream.set_read_timeout(Some(STATUS_TIMEOUT))?;

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::control::{Answer, Request, socket_path};
+use super::{Answer, Request, socket_path};
 
 /// How long the agent may take to answer (a set-state rewrites the maps of
 /// one service: milliseconds).
@@ -42,18 +42,16 @@ pub fn status(config_path: &Path, node: Option<&str>, table: bool) -> Result<()>
     let status = answer
         .status
         .ok_or_else(|| anyhow!("the agent answered status without one"))?;
-    let value = serde_json::to_value(&status).context("encoding the status")?;
     if !table {
         println!(
             "{}",
-            serde_json::to_string_pretty(&value).context("printing the status")?
+            serde_json::to_string_pretty(&status).context("printing the status")?
         );
         return Ok(());
     }
-    let snapshot = crate::admin::agent_link::Snapshot::from_json(value).map_err(|e| anyhow!(e))?;
     print!(
         "{}",
-        crate::status_table::render(&snapshot, std::time::SystemTime::now())
+        crate::status_table::render(&status, std::time::SystemTime::now())
     );
     Ok(())
 }
@@ -63,7 +61,7 @@ fn node_name(config_path: &Path, node: Option<&str>) -> Result<String> {
     if let Some(node) = node {
         return Ok(node.to_string());
     }
-    let config = super::load_config(config_path)?;
+    let config = crate::config::load_or_explain(config_path)?;
     Ok(config.node(None)?.0.to_string())
 }
 
