@@ -1,11 +1,7 @@
 //! Sending a packet along a known flow: rewrite addresses, ports and MACs,
 //! fix checksums incrementally, and transmit.
 
-use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
-    helpers::generated::bpf_redirect,
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
 use lb_common::{
     Flow, IPPROTO_TCP, IPPROTO_UDP, REFRESH_NS, csum, direction,
     headers::{TcpHdr, UdpHdr},
@@ -13,7 +9,9 @@ use lb_common::{
 };
 
 use crate::{
-    closing, counters, fib,
+    closing, counters,
+    egress::transmit,
+    fib,
     flowkey::flow_key,
     maps::FLOWS,
     packet::{Packet, ptr_at},
@@ -168,14 +166,4 @@ pub fn send(ctx: &XdpContext, pkt: &Packet, f: &Flow) -> u32 {
     }
     counters::account(f, pkt.frame_len);
     transmit(f.ifindex, pkt.ifindex)
-}
-
-#[inline(always)]
-pub fn transmit(egress: u32, ingress: u32) -> u32 {
-    if egress == ingress {
-        xdp_action::XDP_TX
-    } else {
-        // SAFETY: plain helper call.
-        unsafe { bpf_redirect(egress, 0) as u32 }
-    }
 }

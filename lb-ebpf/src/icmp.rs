@@ -11,8 +11,8 @@ use lb_common::{
 
 use crate::{
     counters,
+    egress::transmit,
     flowkey::flow_key,
-    forward::transmit,
     maps::{FLOWS, HALF_OPEN, LOCAL_ADDRS},
     packet::{Packet, ptr_at},
     parse::{SERVED, martian_source},

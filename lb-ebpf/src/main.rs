@@ -6,6 +6,7 @@
 
 mod closing;
 mod counters;
+mod egress;
 mod fib;
 mod flowkey;
 mod forward;

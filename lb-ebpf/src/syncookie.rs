@@ -26,8 +26,8 @@ use lb_common::{
 
 use crate::{
     counters,
+    egress::transmit,
     flowkey::flow_key,
-    forward::transmit,
     maps::{FLOWS, HALF_OPEN, SCRATCH, SETTINGS},
     packet::{Packet, ptr_at},
 };

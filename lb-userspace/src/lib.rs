@@ -12,7 +12,6 @@ pub mod import;
 pub mod logging;
 pub mod maglev;
 pub mod paths;
-pub mod status_table;
 pub mod vips;
 pub mod vrrp;
 

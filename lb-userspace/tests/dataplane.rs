@@ -18,7 +18,7 @@ use lb_userspace::dataplane::desired::{DesiredService, DesiredState};
 use lb_userspace::dataplane::gc::{FlowTimeouts, GcPolicy};
 use lb_userspace::dataplane::host::{self, PortRange};
 use lb_userspace::dataplane::neigh::ManagedNeighbours;
-use lb_userspace::dataplane::{self, AppliedState, AttachMode, Limits, Maps, PinDir, load, pins};
+use lb_userspace::dataplane::{self, AppliedState, AttachMode, MapSizes, Maps, PinDir, load, pins};
 
 fn run(args: &[&str]) -> String {
     let out = Command::new(args[0])
@@ -148,8 +148,8 @@ impl Drop for Bpffs {
     }
 }
 
-fn small_limits() -> Limits {
-    Limits {
+fn small_limits() -> MapSizes {
+    MapSizes {
         max_services: 4,
         max_backends: 64,
         ring_size: 65537,

@@ -13,7 +13,8 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::server::{Peer, Shared, caller, refusal, unavailable};
+use super::app_state::Shared;
+use super::caller::{Peer, caller, refusal, unavailable};
 use crate::control::AdminState;
 
 /// The header a browser session carries its CSRF token in.

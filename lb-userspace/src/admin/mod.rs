@@ -9,7 +9,9 @@
 
 pub mod agent_link;
 pub mod api;
+pub mod app_state;
 pub mod auth;
+pub mod caller;
 pub mod csrf;
 pub mod listener;
 pub mod metrics;
@@ -31,15 +33,15 @@ use tokio::sync::{mpsc::UnboundedSender, oneshot};
 use crate::config::{Admin, Redirect};
 use crate::control::Pending;
 use agent_link::AgentLink;
+use app_state::AppState;
 use pool::HashPool;
-use server::AppState;
 
 /// The running HTTP servers; dropping it stops them.
 pub struct HttpServers {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
     /// The page's shared state and the config it was started with.
-    page: Option<(server::Shared, Admin)>,
+    page: Option<(app_state::Shared, Admin)>,
     redirects: Vec<Redirect>,
 }
 

@@ -19,15 +19,16 @@ use tower::ServiceExt;
 
 use super::{
     agent_link::AgentLink,
+    app_state::{AppState, Shared},
     metrics, passwd,
     pool::HashPool,
-    server::{AppState, Shared, router},
+    server::router,
 };
 use crate::agent::{
     admin_view::AdminView,
+    desired_state::{Ids, map_sizes},
     health_view::HealthView,
     observed::{self, Observed},
-    state::{Ids, limits},
     status_report,
 };
 use crate::config::{Admin, AdminUser, Config, Role};
@@ -92,7 +93,7 @@ fn fake_agent(config: Config) -> (mpsc::UnboundedSender<Pending>, Arc<Mutex<Admi
     let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
     let admin = Arc::new(Mutex::new(AdminView::all_ready()));
     let view = admin.clone();
-    let mut ids = Ids::new(&limits(&config));
+    let mut ids = Ids::new(&map_sizes(&config));
     ids.sync(&config, 0).unwrap();
     let down = BackendKey::new(
         &config.services[1].name,

@@ -105,7 +105,7 @@ pub struct Readings<'a> {
     pub backend_stats: &'a dyn Fn(u32) -> Option<TrafficStats>,
     pub service_stats: &'a dyn Fn(u32) -> Option<TrafficStats>,
     pub reasons: Vec<(&'static str, u64)>,
-    pub check: &'a dyn Fn(&BackendKey) -> Option<health::BackendStatus>,
+    pub check: &'a dyn Fn(&BackendKey) -> Option<health::CheckRecord>,
 }
 
 /// Fills the observed values into `status` (built by `status_report::status`).
@@ -169,8 +169,8 @@ mod tests {
     use super::*;
     use crate::agent::{
         admin_view::AdminView,
+        desired_state::{Ids, map_sizes},
         health_view::HealthView,
-        state::{Ids, limits},
         status_report::status,
     };
     use crate::config::{CheckKind, Config, HealthCheck};
@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn enrich_fills_counters_checks_and_changes() {
         let config = horizon();
-        let mut ids = Ids::new(&limits(&config));
+        let mut ids = Ids::new(&map_sizes(&config));
         ids.sync(&config, 0).unwrap();
         let svc = &config.services[0];
         let (first, second) = (&svc.backends[0].name, &svc.backends[1].name);
@@ -248,7 +248,7 @@ mod tests {
         };
         let checked_at = UNIX_EPOCH + Duration::from_secs(1_700_000_200);
         let check = |key: &BackendKey| {
-            (key.backend == *first).then(|| health::BackendStatus {
+            (key.backend == *first).then(|| health::CheckRecord {
                 address: "198.51.100.21:443".parse().unwrap(),
                 check: HealthCheck::new(CheckKind::TlsHello),
                 up: true,

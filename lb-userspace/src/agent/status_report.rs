@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{admin_view::AdminView, health_view::HealthView, state::Ids};
+use super::{admin_view::AdminView, desired_state::Ids, health_view::HealthView};
 use crate::{
     config::Config,
     control::{BackendStatus, NodeStatus, ServiceStatus, Traffic},
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn status_shows_health_admin_state_and_ids() {
         let c = horizon();
-        let mut ids = Ids::new(&super::super::state::limits(&c));
+        let mut ids = Ids::new(&super::super::desired_state::map_sizes(&c));
         ids.sync(&c, 0).unwrap();
         let svc = &c.services[0];
         let (first, second) = (&svc.backends[0].name, &svc.backends[1].name);

@@ -51,7 +51,7 @@ pub fn status(config_path: &Path, node: Option<&str>, table: bool) -> Result<()>
     }
     print!(
         "{}",
-        crate::status_table::render(&status, std::time::SystemTime::now())
+        super::status_table::render(&status, std::time::SystemTime::now())
     );
     Ok(())
 }

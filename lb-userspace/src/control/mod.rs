@@ -9,6 +9,7 @@ pub mod client;
 pub mod format;
 mod protocol;
 mod status;
+pub mod status_table;
 
 pub use admin_state::AdminState;
 pub use protocol::{Answer, Pending, Request, socket_path};

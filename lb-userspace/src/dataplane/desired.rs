@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail, ensure};
 use lb_common::{BackendInfo, NO_BACKEND, ServiceInfo, ServiceKey, Settings, backend_flags};
 
-use super::limits::Limits;
+use super::limits::MapSizes;
 
 /// One service as the maps should describe it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,14 +192,14 @@ impl AppliedState {
     }
 
     /// Which ring (0/1) is live for a service, from its recorded offset.
-    pub fn live_ring(&self, key: &SvcKey, limits: &Limits) -> Option<u8> {
+    pub fn live_ring(&self, key: &SvcKey, limits: &MapSizes) -> Option<u8> {
         let s = self.services.get(key)?;
         limits.ring_of(s.info.id, s.info.ring_offset)
     }
 }
 
 /// Refuses a desired state the maps cannot hold or that contradicts itself.
-pub fn validate(desired: &DesiredState, limits: &Limits) -> Result<()> {
+pub fn validate(desired: &DesiredState, limits: &MapSizes) -> Result<()> {
     let mut ids = BTreeSet::new();
     let mut keys = BTreeSet::new();
     let mut rows: BTreeMap<u32, BackendInfo> = BTreeMap::new();
@@ -260,7 +260,11 @@ pub fn validate(desired: &DesiredState, limits: &Limits) -> Result<()> {
 
 /// The writes that take the maps from `current` to `desired`, in a safe order
 /// (see the module doc). An empty plan means nothing to do.
-pub fn plan(current: &AppliedState, desired: &DesiredState, limits: &Limits) -> Result<Vec<MapOp>> {
+pub fn plan(
+    current: &AppliedState,
+    desired: &DesiredState,
+    limits: &MapSizes,
+) -> Result<Vec<MapOp>> {
     validate(desired, limits)?;
     let mut ops = Vec::new();
 
@@ -328,7 +332,12 @@ pub fn plan(current: &AppliedState, desired: &DesiredState, limits: &Limits) -> 
 }
 
 /// Ring write (into the spare) and service entry update for one service.
-fn plan_service(current: &AppliedState, s: &DesiredService, limits: &Limits, ops: &mut Vec<MapOp>) {
+fn plan_service(
+    current: &AppliedState,
+    s: &DesiredService,
+    limits: &MapSizes,
+    ops: &mut Vec<MapOp>,
+) {
     let key = SvcKey::from(s.key);
     let applied = current.services.get(&key);
     // An entry whose id changed (or whose offset is not one of its rings)
@@ -372,13 +381,13 @@ mod tests {
 
     const M: u32 = 7;
 
-    fn limits() -> Limits {
-        Limits {
+    fn limits() -> MapSizes {
+        MapSizes {
             max_services: 4,
             max_backends: 16,
             ring_size: M,
             local_addrs: 4,
-            ..Limits::default()
+            ..MapSizes::default()
         }
     }
 

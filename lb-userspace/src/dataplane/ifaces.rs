@@ -161,7 +161,7 @@ fn for_each_addr(
 mod tests {
     use super::*;
 
-    fn be(a: [u8; 4]) -> u32 {
+    fn network_order(a: [u8; 4]) -> u32 {
         u32::from(Ipv4Addr::from(a)).to_be()
     }
 
@@ -193,12 +193,15 @@ mod tests {
             ([198, 51, 100, 9].into(), [255, 255, 255, 255].into()),
         ]);
         let want: BTreeMap<u32, u32> = [
-            (be([192, 0, 2, 2]), local_addr_flags::NODE),
-            (be([192, 0, 2, 255]), local_addr_flags::BROADCAST),
-            (be([203, 0, 113, 2]), local_addr_flags::NODE),
-            (be([203, 0, 113, 127]), local_addr_flags::BROADCAST),
-            (be([198, 51, 100, 7]), local_addr_flags::NODE),
-            (be([198, 51, 100, 9]), local_addr_flags::NODE),
+            (network_order([192, 0, 2, 2]), local_addr_flags::NODE),
+            (network_order([192, 0, 2, 255]), local_addr_flags::BROADCAST),
+            (network_order([203, 0, 113, 2]), local_addr_flags::NODE),
+            (
+                network_order([203, 0, 113, 127]),
+                local_addr_flags::BROADCAST,
+            ),
+            (network_order([198, 51, 100, 7]), local_addr_flags::NODE),
+            (network_order([198, 51, 100, 9]), local_addr_flags::NODE),
         ]
         .into_iter()
         .collect();
@@ -207,8 +210,8 @@ mod tests {
 
     #[test]
     fn merge_ors_flags() {
-        let vip = be([192, 0, 2, 10]);
-        let node = be([192, 0, 2, 2]);
+        let vip = network_order([192, 0, 2, 10]);
+        let node = network_order([192, 0, 2, 2]);
         let host: BTreeMap<u32, u32> = [
             (vip, local_addr_flags::NODE),
             (node, local_addr_flags::NODE),

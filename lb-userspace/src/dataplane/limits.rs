@@ -6,7 +6,7 @@ use lb_common::{default_size, map_names, reason};
 
 /// The config's capacity knobs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub struct MapSizes {
     /// Service ids are `0..max_services`.
     pub max_services: u32,
     /// Backend ids are `1..max_backends` (0 is [`lb_common::NO_BACKEND`]).
@@ -19,9 +19,9 @@ pub struct Limits {
     pub local_addrs: u32,
 }
 
-impl Default for Limits {
+impl Default for MapSizes {
     fn default() -> Self {
-        Limits {
+        MapSizes {
             max_services: default_size::SERVICES,
             max_backends: default_size::BACKENDS,
             ring_size: default_size::RING,
@@ -33,7 +33,7 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
+impl MapSizes {
     /// Refuses sizes the kernel would reject or that overflow the maglev map.
     pub fn validate(&self) -> Result<()> {
         ensure!(self.max_services > 0, "max_services must be at least 1");
@@ -105,10 +105,10 @@ mod tests {
 
     #[test]
     fn maglev_holds_two_rings_per_service() {
-        let l = Limits {
+        let l = MapSizes {
             max_services: 4,
             ring_size: 13,
-            ..Limits::default()
+            ..MapSizes::default()
         };
         assert_eq!(l.maglev_entries(), Some(4 * 2 * 13));
         assert_eq!(l.ring_offset(0, 0), 0);
@@ -123,8 +123,8 @@ mod tests {
 
     #[test]
     fn default_limits_are_valid() {
-        Limits::default().validate().unwrap();
-        let sizes = Limits::default().map_sizes();
+        MapSizes::default().validate().unwrap();
+        let sizes = MapSizes::default().map_sizes();
         let maglev = sizes
             .iter()
             .find(|(n, _)| *n == map_names::MAGLEV)
@@ -135,17 +135,17 @@ mod tests {
 
     #[test]
     fn overflow_is_refused() {
-        let l = Limits {
+        let l = MapSizes {
             max_services: 40_000,
             ring_size: 65537,
-            ..Limits::default()
+            ..MapSizes::default()
         };
         let err = l.validate().unwrap_err().to_string();
         assert!(err.contains("overflows"), "{err}");
         assert!(
-            Limits {
+            MapSizes {
                 max_backends: 1,
-                ..Limits::default()
+                ..MapSizes::default()
             }
             .validate()
             .is_err()

@@ -16,7 +16,7 @@ use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::map_names;
 
-use super::limits::Limits;
+use super::limits::MapSizes;
 use super::pins::PinDir;
 
 /// The XDP program's name in the object.
@@ -59,7 +59,7 @@ pub enum Attachment {
 
 /// Loads the object: every map of [`map_names::ALL`] pinned in `pins` (reused
 /// when already pinned), sized from `limits`.
-pub fn load(object: &[u8], pins: &PinDir, limits: &Limits) -> Result<Ebpf> {
+pub fn load(object: &[u8], pins: &PinDir, limits: &MapSizes) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     for name in map_names::ALL {
         loader.map_pin_path(name, pins.map(name));

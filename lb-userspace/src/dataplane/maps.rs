@@ -17,7 +17,7 @@ use lb_common::{
 };
 
 use super::desired::{AppliedService, AppliedState, MapOp};
-use super::limits::{Limits, REASONS_ENTRIES};
+use super::limits::{MapSizes, REASONS_ENTRIES};
 use super::pins::PinDir;
 
 /// The program's maps, typed.
@@ -35,7 +35,7 @@ pub struct Maps {
     pub(super) service_stats: PerCpuArray<MapData, TrafficStats>,
     pub(super) backend_stats: PerCpuArray<MapData, TrafficStats>,
     pub(super) reasons: PerCpuArray<MapData, u64>,
-    limits: Limits,
+    limits: MapSizes,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -57,7 +57,7 @@ macro_rules! typed {
 
 impl Maps {
     /// Takes every map out of a loaded object.
-    pub fn from_ebpf(ebpf: &mut Ebpf, limits: &Limits) -> Result<Self> {
+    pub fn from_ebpf(ebpf: &mut Ebpf, limits: &MapSizes) -> Result<Self> {
         let (maglev, maglev_fd) = with_fd(take(ebpf, map_names::MAGLEV)?)?;
         Ok(Maps {
             services: typed!(ebpf, map_names::SERVICES),
@@ -79,7 +79,7 @@ impl Maps {
     /// Unpinned maps of the same types and sizes, created without the XDP
     /// program (plain hashes stand in for the LRU ones). Everything above the
     /// loader (plans, stats, flow GC) runs against them in tests and benches.
-    pub fn standalone(limits: &Limits) -> Result<Self> {
+    pub fn standalone(limits: &MapSizes) -> Result<Self> {
         limits.validate()?;
         let maglev = limits.maglev_entries().context("maglev size")?;
         let ctx = |what: &'static str| {
@@ -108,7 +108,7 @@ impl Maps {
         })
     }
 
-    pub fn limits(&self) -> &Limits {
+    pub fn limits(&self) -> &MapSizes {
         &self.limits
     }
 
@@ -344,7 +344,7 @@ impl Maps {
 /// Checks the kernel's view of every pinned map against the sizes and
 /// layouts this agent expects. aya reuses an existing pin as it is, and its
 /// own bounds checks use the object's sizes, not the pin's.
-pub fn check_pinned(pins: &PinDir, limits: &Limits) -> Result<()> {
+pub fn check_pinned(pins: &PinDir, limits: &MapSizes) -> Result<()> {
     let expect: std::collections::HashMap<&str, u32> = limits.map_sizes().into_iter().collect();
     let layouts = [
         (

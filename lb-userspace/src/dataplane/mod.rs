@@ -27,7 +27,7 @@ use lb_common::{TrafficStats, map_names};
 pub use desired::{AppliedState, DesiredService, DesiredState, MapOp};
 pub use gc::{FlowTimeouts, GcPolicy, GcReport};
 pub use lease::Lease;
-pub use limits::Limits;
+pub use limits::MapSizes;
 pub use load::{AttachMode, Attachment};
 pub use maps::Maps;
 pub use pins::PinDir;
@@ -42,7 +42,7 @@ pub struct DataplaneOptions<'a> {
     pub mode: AttachMode,
     /// Where bpffs is (mounted there if missing); normally [`pins::BPFFS_ROOT`].
     pub bpffs: PathBuf,
-    pub limits: Limits,
+    pub limits: MapSizes,
     /// The eBPF object, normally [`crate::objects::LB`].
     pub object: &'a [u8],
 }
@@ -177,7 +177,7 @@ impl Dataplane {
         &self.pins
     }
 
-    pub fn limits(&self) -> &Limits {
+    pub fn limits(&self) -> &MapSizes {
         self.maps.limits()
     }
 

@@ -13,4 +13,4 @@ mod tests;
 
 pub use check::{CheckResult, Checker, Failure};
 pub use counter::{HealthCounter, Intervals, Transition};
-pub use scheduler::{BackendKey, BackendStatus, HealthEvent, Scheduler, desired_checks};
+pub use scheduler::{BackendKey, CheckRecord, HealthEvent, Scheduler, desired_checks};

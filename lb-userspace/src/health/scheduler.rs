@@ -77,9 +77,9 @@ impl fmt::Display for HealthEvent {
     }
 }
 
-/// What the stats page shows of one checked backend.
+/// The record of one checked backend's checks: what the status shows of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendStatus {
+pub struct CheckRecord {
     pub address: SocketAddrV4,
     pub check: HealthCheck,
     pub up: bool,
@@ -117,7 +117,7 @@ pub fn desired_checks(config: &Config) -> Vec<(BackendKey, SocketAddrV4, HealthC
 
 struct Task {
     handle: JoinHandle<()>,
-    status: Arc<Mutex<BackendStatus>>,
+    status: Arc<Mutex<CheckRecord>>,
 }
 
 impl Drop for Task {
@@ -162,7 +162,7 @@ impl Scheduler {
         up: bool,
     ) {
         let counter = HealthCounter::with_state(check.rise, check.fall, up);
-        let status = Arc::new(Mutex::new(BackendStatus {
+        let status = Arc::new(Mutex::new(CheckRecord {
             address,
             up,
             health: counter.health(),
@@ -244,7 +244,7 @@ impl Scheduler {
     }
 
     /// A snapshot of one backend's status.
-    pub fn status(&self, key: &BackendKey) -> Option<BackendStatus> {
+    pub fn status(&self, key: &BackendKey) -> Option<CheckRecord> {
         let task = self.tasks.get(key)?;
         Some(
             task.status
@@ -268,7 +268,7 @@ async fn run(
     check: HealthCheck,
     mut counter: HealthCounter,
     checker: Checker,
-    status: Arc<Mutex<BackendStatus>>,
+    status: Arc<Mutex<CheckRecord>>,
     events: UnboundedSender<HealthEvent>,
 ) {
     let intervals = Intervals {

@@ -18,7 +18,7 @@ use lb_common::{
 use super::{admin_view::AdminView, health_view::HealthView, state_file::SavedState};
 use crate::{
     config::{Config, HealthCheck, Node, Scheduler, Service, SynCookies},
-    dataplane::{DesiredService, DesiredState, FlowTimeouts, GcPolicy, Limits, neigh::Reach},
+    dataplane::{DesiredService, DesiredState, FlowTimeouts, GcPolicy, MapSizes, neigh::Reach},
     health::{BackendKey, desired_checks},
     ids::{IdTable, backend_key},
     maglev::{self, MaglevBackend},
@@ -80,7 +80,7 @@ pub struct Ids {
 }
 
 impl Ids {
-    pub fn new(limits: &Limits) -> Self {
+    pub fn new(limits: &MapSizes) -> Self {
         Ids {
             services: IdTable::starting_at(0, limits.max_services),
             backends: IdTable::new(limits.max_backends),
@@ -88,7 +88,12 @@ impl Ids {
     }
 
     /// The id tables of a saved state, in the ranges `limits` allow.
-    pub fn restore(limits: &Limits, saved: &SavedState, now_s: u64, quarantine: Duration) -> Self {
+    pub fn restore(
+        limits: &MapSizes,
+        saved: &SavedState,
+        now_s: u64,
+        quarantine: Duration,
+    ) -> Self {
         Ids {
             services: IdTable::restore(
                 0,
@@ -141,20 +146,20 @@ impl Ids {
 }
 
 /// The map sizes the config asks for.
-pub fn limits(config: &Config) -> Limits {
+pub fn map_sizes(config: &Config) -> MapSizes {
     let l = &config.limits;
-    Limits {
+    MapSizes {
         max_services: l.max_services,
         max_backends: l.max_backends,
         ring_size: l.maglev_size,
         flows: l.flows,
         half_open: l.half_open,
         persist: l.persistence,
-        ..Limits::default()
+        ..MapSizes::default()
     }
 }
 
-fn be(ip: Ipv4Addr) -> u32 {
+fn network_order(ip: Ipv4Addr) -> u32 {
     u32::from(ip).to_be()
 }
 
@@ -205,14 +210,14 @@ pub fn desired_state(
         .services
         .iter()
         .map(|svc| {
-            *local.entry(be(svc.vip)).or_default() |= local_addr_flags::VIP;
-            *local.entry(be(svc.snat_address)).or_default() |= local_addr_flags::SNAT;
+            *local.entry(network_order(svc.vip)).or_default() |= local_addr_flags::VIP;
+            *local.entry(network_order(svc.snat_address)).or_default() |= local_addr_flags::SNAT;
             let active = active_vips.contains(&svc.vip);
             desired_service(svc, active, ids, health, admin, config.limits.maglev_size)
         })
         .collect();
     for vip in config.vrrp.iter().flat_map(|instance| &instance.vips) {
-        *local.entry(be(*vip)).or_default() |= local_addr_flags::VRRP;
+        *local.entry(network_order(*vip)).or_default() |= local_addr_flags::VRRP;
     }
     DesiredState {
         settings,
@@ -250,7 +255,7 @@ fn desired_service(
                 flags |= backend_flags::PERSIST_OK;
             }
             let info = BackendInfo {
-                ip: be(*b.address.ip()),
+                ip: network_order(*b.address.ip()),
                 port: b.address.port().to_be(),
                 flags,
             };
@@ -271,14 +276,14 @@ fn desired_service(
         .collect();
     DesiredService {
         key: ServiceKey {
-            vip: be(svc.vip),
+            vip: network_order(svc.vip),
             port: svc.port.to_be(),
             proto: svc.protocol.ip_proto(),
             _pad: 0,
         },
         id: ids.service(svc),
         flags,
-        snat_ip: be(svc.snat_address),
+        snat_ip: network_order(svc.snat_address),
         persist_timeout_ns: svc.persistence_timeout.map_or(0, |d| d.as_nanos() as u64),
         backends,
         ring: Arc::from(maglev::build(&members, ring_size)),
@@ -401,7 +406,7 @@ mod tests {
     }
 
     fn state_admin(c: &Config, health: &HealthView, admin: &AdminView) -> (DesiredState, Ids) {
-        let mut ids = Ids::new(&limits(c));
+        let mut ids = Ids::new(&map_sizes(c));
         ids.sync(c, 0).unwrap();
         let node = &c.nodes["lb1"];
         (desired_state(c, node, &ids, health, admin, &vips(c)), ids)
@@ -476,7 +481,7 @@ weight = 3
 
         let row2 = row(after, be2).expect("the DOWN backend keeps its row");
         assert_eq!(row2.flags, backend_flags::IN_USE, "in use, not PERSIST_OK");
-        assert_eq!(row2.ip, be("198.51.100.12".parse().unwrap()));
+        assert_eq!(row2.ip, network_order("198.51.100.12".parse().unwrap()));
         for id in [be1, be3] {
             assert_eq!(
                 row(after, id).unwrap().flags,
@@ -503,7 +508,7 @@ weight = 3
 
     /// be2 of `three()` with `health` and be2 in `state`: (ring holds be2,
     /// be2's flags), and the ring without be2 equals the ring with be2 DOWN.
-    fn be2_under(health: &HealthView, state: AdminState) -> (bool, u16) {
+    fn second_backend_under(health: &HealthView, state: AdminState) -> (bool, u16) {
         let c = three();
         let admin = AdminView::with([(BackendKey::new("web", "be2"), state)]);
         let (d, ids) = state_admin(&c, health, &admin);
@@ -522,24 +527,28 @@ weight = 3
         use backend_flags::{IN_USE, PERSIST_OK};
         let up = HealthView::all_up();
         assert_eq!(
-            be2_under(&up, AdminState::Ready),
+            second_backend_under(&up, AdminState::Ready),
             (true, IN_USE | PERSIST_OK),
             "ready: normal"
         );
         assert_eq!(
-            be2_under(&up, AdminState::Drain),
+            second_backend_under(&up, AdminState::Drain),
             (false, IN_USE | PERSIST_OK),
             "drain: no new clients, persistent clients stay"
         );
         assert_eq!(
-            be2_under(&up, AdminState::Maint),
+            second_backend_under(&up, AdminState::Maint),
             (false, IN_USE),
             "maint: no new and no persistent clients"
         );
         // DOWN wins over every admin state.
         let down = HealthView::with_down([BackendKey::new("web", "be2")]);
         for state in [AdminState::Ready, AdminState::Drain, AdminState::Maint] {
-            assert_eq!(be2_under(&down, state), (false, IN_USE), "DOWN and {state}");
+            assert_eq!(
+                second_backend_under(&down, state),
+                (false, IN_USE),
+                "DOWN and {state}"
+            );
         }
     }
 
@@ -603,7 +612,7 @@ weight = 3
                 .iter()
                 .all(|(_, i)| i.flags == backend_flags::IN_USE)
         );
-        crate::dataplane::desired::validate(&d, &limits(&c)).expect("the maps accept it");
+        crate::dataplane::desired::validate(&d, &map_sizes(&c)).expect("the maps accept it");
     }
 
     #[test]
@@ -638,7 +647,7 @@ weight = 3
         let h = d
             .services
             .iter()
-            .find(|s| s.key.vip == be("192.0.2.20".parse().unwrap()))
+            .find(|s| s.key.vip == network_order("192.0.2.20".parse().unwrap()))
             .unwrap();
         assert_eq!(h.key.port, 443u16.to_be());
         assert_eq!(h.key.proto, lb_common::IPPROTO_TCP);
@@ -649,7 +658,7 @@ weight = 3
         assert_eq!(counts.len(), 2, "both backends in the ring");
         let cs1 = ids.backends.get("horizon/cs1").unwrap();
         let info = h.backends.iter().find(|(id, _)| *id == cs1).unwrap().1;
-        assert_eq!(info.ip, be("198.51.100.21".parse().unwrap()));
+        assert_eq!(info.ip, network_order("198.51.100.21".parse().unwrap()));
         assert_eq!(info.port, 443u16.to_be());
         // VIP and SNAT address coincide by default: both flags on one entry,
         // and it moves with VRRP.
@@ -702,7 +711,7 @@ weight = 3
         let flags = |ip: &str| {
             d.local_addrs
                 .iter()
-                .find(|(a, _)| *a == be(ip.parse().unwrap()))
+                .find(|(a, _)| *a == network_order(ip.parse().unwrap()))
                 .map(|(_, f)| *f)
         };
         // A VRRP address that fronts no service still gets gated.
@@ -737,7 +746,7 @@ weight = 3
         assert!(all.contains(&"192.0.2.20".parse().unwrap()));
         assert!(all.contains(&"192.0.2.250".parse().unwrap()));
         assert_eq!(vrrp_vips(&c), all);
-        let mut ids = Ids::new(&limits(&c));
+        let mut ids = Ids::new(&map_sizes(&c));
         ids.sync(&c, 0).unwrap();
         let node = &c.nodes["lb1"];
         let health = HealthView::all_up();
