@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     IPPROTO_TCP, csum,
-    headers::{TCP_ACK, TCP_FIN, TCP_MIN_HLEN, TCP_RST, TCP_SYN, TcpHdr},
+    headers::{IPV4_MIN_HLEN, TCP_ACK, TCP_FIN, TCP_MIN_HLEN, TCP_RST, TCP_SYN, TcpHdr},
     reason,
 };
 
@@ -40,7 +40,7 @@ pub fn answer(ctx: &XdpContext, pkt: &Packet, reason: u32) -> u32 {
         let in_seq = u32::from_be(th.seq);
         let in_ack = th.ack_seq;
         let payload = (pkt.tot_len as u32)
-            .wrapping_sub(20)
+            .wrapping_sub(IPV4_MIN_HLEN as u32)
             .wrapping_sub(th.header_len() as u32);
 
         let (seq, ack, flags) = if in_flags & TCP_ACK != 0 {
@@ -92,7 +92,7 @@ pub fn answer(ctx: &XdpContext, pkt: &Packet, reason: u32) -> u32 {
         ));
     }
 
-    let want = (pkt.l3_off + 40) as u64;
+    let want = (pkt.l3_off + IPV4_MIN_HLEN + TCP_MIN_HLEN) as u64;
     if pkt.frame_len > want {
         let delta = (pkt.frame_len - want) as i32;
         // SAFETY: shrinking the frame; no packet pointer is used afterwards.
@@ -107,7 +107,7 @@ pub fn answer(ctx: &XdpContext, pkt: &Packet, reason: u32) -> u32 {
 /// Whether the TCP checksum of `pkt` (pseudo-header included) is right.
 #[inline(always)]
 fn segment_checksum_ok(ctx: &XdpContext, pkt: &Packet) -> bool {
-    let seg_len = (pkt.tot_len as usize).wrapping_sub(20);
+    let seg_len = (pkt.tot_len as usize).wrapping_sub(IPV4_MIN_HLEN);
     let pseudo = csum::add32(csum::add32(0, pkt.saddr), pkt.daddr)
         + (IPPROTO_TCP as u16).to_be() as u64
         + (seg_len as u16).to_be() as u64;
