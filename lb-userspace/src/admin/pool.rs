@@ -110,7 +110,7 @@ pub fn matches(hash: &str, password: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::*;
     use crate::admin::passwd::hash_password;
@@ -134,7 +134,6 @@ mod tests {
     async fn a_flood_is_turned_away_and_the_runtime_keeps_running() {
         let hash: Arc<str> = hash_password("pw").unwrap().into();
         let pool = HashPool::start(1, 2).unwrap();
-        let started = Instant::now();
         let checks: Vec<_> = (0..20)
             .map(|_| {
                 let (pool, hash) = (pool.clone(), hash.clone());
@@ -147,9 +146,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
             ticks += 1;
         }
+        // Counted, not timed: the runtime ticked while hashes still ran.
         assert!(
-            started.elapsed() < Duration::from_millis(500),
-            "runtime blocked"
+            checks.iter().any(|check| !check.is_finished()),
+            "the runtime was blocked until every hash had ended"
         );
         let mut busy = 0;
         let mut ok = 0;

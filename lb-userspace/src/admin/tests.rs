@@ -682,17 +682,16 @@ async fn a_login_flood_is_bounded_and_the_page_keeps_answering() {
         .collect();
     // While the flood waits on the pool, a signed-in page still loads fast
     // on this single-threaded runtime.
+    // Counted, not timed: the page answers while the admitted logins are
+    // still hashing (a runtime blocked by the hashes would answer only
+    // after every one of them).
     tokio::task::yield_now().await;
-    let started = Instant::now();
     let (status, _, _) = f
         .send(Method::GET, "/stats", &[("cookie", cookie)], "")
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "page took {:?}",
-        started.elapsed()
-    );
+    let hashing = flood.iter().filter(|task| !task.is_finished()).count();
+    assert!(hashing > 0, "the page waited for every login of the flood");
     let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
     for task in flood {
         *counts.entry(task.await.unwrap().as_u16()).or_default() += 1;
