@@ -4,6 +4,7 @@
 use super::support::*;
 use anyhow::{Result, ensure};
 use lb_common::{flow_state, local_addr_flags, reason};
+use lb_tests::lab::bpffs::PrivateBpffs;
 use lb_tests::packet::*;
 use lb_tests::xdp_harness::*;
 use std::net::Ipv4Addr;
@@ -218,27 +219,6 @@ fn truncated_arp_is_passed_safely() -> Result<()> {
     Ok(())
 }
 
-/// A private bpffs instance, unmounted (with its pins) on drop.
-struct PrivateBpffs(std::path::PathBuf);
-
-impl PrivateBpffs {
-    fn mount() -> Result<PrivateBpffs> {
-        let dir = std::env::temp_dir().join(format!("lbt-xdp-bpffs-{}", std::process::id()));
-        lb_userspace::dataplane::pins::ensure_bpffs(&dir)?;
-        Ok(PrivateBpffs(dir))
-    }
-}
-
-impl Drop for PrivateBpffs {
-    fn drop(&mut self) {
-        if let Ok(c) = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()) {
-            // SAFETY: a valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 /// The agent's `Lease` (its own descriptor on the pinned settings map)
 /// drives the program: renew serves the VIP, expire stops it, and neither
 /// touches the other settings.
@@ -249,8 +229,8 @@ fn lease_api_renews_and_expires_what_the_program_enforces() -> Result<()> {
     use std::time::Duration;
 
     let h = vrrp_lab(true, 0)?;
-    let fs = PrivateBpffs::mount()?;
-    let pins = PinDir::new(&fs.0, "lease-test")?;
+    let fs = PrivateBpffs::mount("xdp-lease")?;
+    let pins = PinDir::new(fs.path(), "lease-test")?;
     pins.create()?;
     h.settings
         .map()
@@ -286,7 +266,7 @@ fn lease_api_renews_and_expires_what_the_program_enforces() -> Result<()> {
     expect_verdict_only(&h, &again.build(), verdict::DROP, reason::LEASE_EXPIRED)?;
     assert_eq!(h.settings.get(&0, 0)?.snat_port_max, SNAT_MAX);
 
-    let missing = PinDir::new(&fs.0, "no-such-node")?;
+    let missing = PinDir::new(fs.path(), "no-such-node")?;
     let err = format!("{:#}", Lease::open_in(&missing).err().expect("no pin"));
     ensure!(err.contains("no-such-node"), "{err}");
     Ok(())
