@@ -4,6 +4,7 @@
 use super::support::*;
 use anyhow::{Result, ensure};
 use lb_common::{flow_state, local_addr_flags, reason};
+use lb_tests::lab::bounds;
 use lb_tests::lab::bpffs::PrivateBpffs;
 use lb_tests::packet::*;
 use lb_tests::xdp_harness::*;
@@ -249,7 +250,7 @@ fn lease_api_renews_and_expires_what_the_program_enforces() -> Result<()> {
         .expect("renew thread")?;
     let left = lease.remaining()?.expect("a fresh lease");
     ensure!(
-        left > Duration::from_secs(29) && left <= Duration::from_secs(30),
+        bounds::lease_left_after_renew(Duration::from_secs(30)).contains(&left),
         "{left:?} left of a 30 s lease"
     );
     expect_frame(&h, &s, verdict::TX, &conn.toward_backend(&s))?;
