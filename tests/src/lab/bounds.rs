@@ -58,10 +58,11 @@ pub fn lease_left_after_renew(granted: Duration) -> std::ops::RangeInclusive<Dur
     granted.saturating_sub(SCHEDULING_SLACK)..=granted
 }
 
-/// An agent restart as a lease sees it: loading and adopting the XDP
-/// program nominally takes under a second, several on a busy machine; a
-/// lease renewed before the restart must have at least its length less
-/// this left after it.
+/// An agent (re)start: loading, attaching or adopting the XDP program and
+/// answering its first status request nominally takes under a second,
+/// several on a busy machine. A lease renewed before a restart must have at
+/// least its length less this left after it; a protocol wait that starts
+/// with an agent's start adds this.
 pub const AGENT_RESTART: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
