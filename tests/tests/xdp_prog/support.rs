@@ -8,23 +8,14 @@ use lb_common::{
     local_addr_flags, service_flags,
 };
 use lb_tests::packet::*;
+pub use lb_tests::xdp_addresses::*;
 use lb_tests::xdp_harness::*;
 use std::net::Ipv4Addr;
 
-pub const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc1];
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
-pub const CPORT: u16 = 51000;
 pub const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-pub const VPORT: u16 = 443;
 pub const FLOW_VPORT: u16 = 444;
 pub const UDP_VPORT: u16 = 53;
-/// SNAT address of the TCP service: the LB's backend-side address.
-pub const SNAT: Ipv4Addr = LB_BACKEND_SIDE_IP;
-pub const BPORT: u16 = 8443;
 pub const UDP_BPORT: u16 = 5353;
-pub const SNAT_MIN: u16 = 40000;
-pub const SNAT_MAX: u16 = 40999;
 
 pub const TCP_SVC_ID: u32 = 1;
 pub const UDP_SVC_ID: u32 = 2;
@@ -424,10 +415,6 @@ fn udp_conn_via(eth0: u32) -> Conn {
         ingress: eth0,
     }
 }
-
-/// The client's ISN in [`syn`] and the backend's in [`syn_ack`].
-pub const CLIENT_ISN: u32 = 0x0a0b_0c0d;
-pub const BACKEND_ISN: u32 = 0x7000_0000;
 
 pub fn syn(conn: &Conn) -> FrameSpec {
     let mut f = conn.client_packet(tcp_flags::SYN);
