@@ -7,4 +7,5 @@ pub mod lab;
 pub mod packet;
 pub mod peer_bench;
 pub mod vm;
+pub mod xdp_addresses;
 pub mod xdp_harness;

@@ -32,7 +32,9 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use lb_tests::lab::{CheckConfig, Lab, LabServer, ServiceConfig, SpreadReport, binaries, netns};
+use lb_tests::lab::{
+    CheckConfig, Lab, LabServer, ServiceConfig, SpreadReport, binaries, bounds, netns,
+};
 
 /// Client addresses per range; three ranges.
 const RANGE: usize = 80;
@@ -158,14 +160,16 @@ fn lab_admin() {
         !per_backend_b.contains_key("be2"),
         "new clients reached the drained be2: {per_backend_b:?}"
     );
+    // Counted, not timed: two checks of be2 while drained, waited for up to
+    // the bound of two check intervals.
     let checks_before = lab.server_stats(&be2_server).unwrap().accepted;
-    std::thread::sleep(INTER * 5);
-    let checks_during_drain = lab.server_stats(&be2_server).unwrap().accepted - checks_before;
-    assert!(
-        checks_during_drain >= 2,
-        "be2 is not checked while drained: {checks_during_drain} connections in {:?}",
-        INTER * 5
+    let drain_checks = || lab.server_stats(&be2_server).unwrap().accepted - checks_before;
+    wait_for(
+        "two checks of be2 while drained",
+        bounds::protocol(INTER * 2),
+        || drain_checks() >= 2,
     );
+    let checks_during_drain = drain_checks();
 
     // (b) bad requests change nothing.
     // What a request could change: ids, weights, health and admin states
@@ -299,7 +303,11 @@ fn lab_admin() {
     let mut lbd = lab.start_lbd(1, &config).expect("lbd starts again");
     lab.wait_for_service(&mut lbd, vip, Duration::from_secs(15))
         .expect("the VIP answers after the restart");
-    wait_for(Duration::from_secs(10), || socket.exists());
+    wait_for(
+        "the control socket after the restart",
+        bounds::AGENT_NOTICES,
+        || socket.exists(),
+    );
     let after_restart = status();
     assert_eq!(be2(&after_restart)["admin"], "maint", "maint was forgotten");
     assert_eq!(
@@ -332,7 +340,11 @@ fn lab_admin() {
     lab.wait_for_service(&mut lbd, vip, Duration::from_secs(15))
         .expect("the VIP answers after the restart without be1");
     // The pinned program answers before the agent is up: wait for its socket.
-    wait_for(Duration::from_secs(10), || socket.exists());
+    wait_for(
+        "the control socket after the restart",
+        bounds::AGENT_NOTICES,
+        || socket.exists(),
+    );
     let shrunk = status();
     let (svc_id, kept) = ids(&before_restart);
     let expected: BTreeSet<(String, u64)> = kept.into_iter().filter(|(b, _)| b != "be1").collect();
@@ -349,7 +361,7 @@ fn lab_admin() {
     // A reload keeps maint, and keeps be2 unchecked.
     // SAFETY: signalling our own lbd child.
     assert_eq!(unsafe { libc::kill(lbd.pid() as i32, libc::SIGHUP) }, 0);
-    wait_for(Duration::from_secs(10), || {
+    wait_for("the reload logged", bounds::AGENT_NOTICES, || {
         let log = lbd.log();
         log.contains("config reloaded") || log.contains("reload refused")
     });
@@ -531,10 +543,11 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn wait_for(timeout: Duration, done: impl Fn() -> bool) {
+/// Waits for `what` (`done`) up to `bound`, one of [`bounds`].
+fn wait_for(what: &str, bound: Duration, done: impl Fn() -> bool) {
     let start = std::time::Instant::now();
     while !done() {
-        assert!(start.elapsed() < timeout, "not within {timeout:?}");
+        assert!(start.elapsed() < bound, "{what}: not within {bound:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

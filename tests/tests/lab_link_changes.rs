@@ -15,7 +15,7 @@
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use lb_tests::lab::{Lab, Lbd, ServiceConfig, counters, echo_all};
+use lb_tests::lab::{Lab, Lbd, ServiceConfig, bounds, counters, echo_all};
 
 const CLIENTS: usize = 20;
 
@@ -125,7 +125,7 @@ fn wait_for_log(lbd: &Lbd, needle: &str, times: usize) {
             return;
         }
         assert!(
-            n < times && start.elapsed() < Duration::from_secs(20),
+            n < times && start.elapsed() < 2 * bounds::AGENT_NOTICES,
             "lbd's log has {n} lines with {needle:?}, {times} expected:\n{}",
             lbd.log_tail(30)
         );

@@ -19,7 +19,7 @@ use lb_tests::lab::admin_http::{
     ADMIN_PORT, AdminUser, HttpRequest, admin_config, basic_auth, send,
 };
 use lb_tests::lab::browser::tell;
-use lb_tests::lab::{CheckConfig, Lab, LabServer, ServiceConfig, assert_nothing_left, topology};
+use lb_tests::lab::{CheckConfig, Lab, LabServer, ServiceConfig, assert_nothing_left};
 
 /// Health checks every 200 ms from each of the two nodes.
 const CHECK_INTER: Duration = Duration::from_millis(200);
@@ -168,24 +168,12 @@ fn login_flood_leaves_health_checks_and_vrrp_adverts_on_time() {
         inter: Some(format!("{}ms", CHECK_INTER.as_millis())),
         ..CheckConfig::tcp()
     });
-    let (lb1_name, lb2_name) = (lab.lb_node_name(1), lab.lb_node_name(2));
-    let (lb1_addr, lb2_addr) = (topology::lb_front_addr(1), topology::lb_front_addr(2));
     let mut lbd_config = lab.lbd_config(vec![svc]);
     lbd_config.admin = Some(admin_config(page, "30s", std::slice::from_ref(&admin)));
-    let text = lbd_config.render().expect("rendering")
-        + &format!(
-            r#"
-[[vrrp]]
-name = "vip"
-virtual_router_id = 52
-priority = {{ "{lb1_name}" = 101, "{lb2_name}" = 100 }}
-advert_interval = "1s"
-unicast_peers = ["{lb1_addr}", "{lb2_addr}"]
-unicast_src = {{ "{lb1_name}" = "{lb1_addr}", "{lb2_name}" = "{lb2_addr}" }}
-vips = ["{vip}"]
-"#
-        );
-    let config = lab.write_config_text("lbd.toml", &text).unwrap();
+    lbd_config
+        .vrrp
+        .push(lab.vrrp_config("vip", 52, &[vip], &[101, 100]));
+    let config = lab.write_config("lbd.toml", &lbd_config).unwrap();
     let mut lb1 = lab.start_lbd(1, &config).expect("starting lbd on lb1");
     let mut lb2 = lab.start_lbd(2, &config).expect("starting lbd on lb2");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use lb_tests::lab::{Lab, ServiceConfig, assert_nothing_left, binaries};
+use lb_tests::lab::{Lab, ServiceConfig, assert_nothing_left, binaries, bounds};
 
 /// The watchdog timeout handed to lbd: pings every 200 ms.
 const WATCHDOG_USEC: u64 = 400_000;
@@ -135,19 +135,26 @@ fn lab_systemd_notify() {
         "READY=1 carries a status: {ready:?}"
     );
 
-    // WATCHDOG=1 every WATCHDOG_USEC/2: about 7 in 1.5 s.
+    // WATCHDOG=1 every WATCHDOG_USEC/2, counted: seven pings, none later
+    // than the bound of one period after the one before, all seven within
+    // the bound of seven periods, and on average no faster than three
+    // quarters of the period (what a doubled rate breaks).
+    let period = Duration::from_micros(WATCHDOG_USEC / 2);
     let watch = Instant::now();
-    let mut pings = 0;
-    while watch.elapsed() < Duration::from_millis(1500) {
-        match receive(&socket, Duration::from_millis(500)) {
-            Some(message) if message == "WATCHDOG=1\n" => pings += 1,
+    for pings in 0..7 {
+        match receive(&socket, bounds::protocol(period)) {
+            Some(message) if message == "WATCHDOG=1\n" => {}
             Some(other) => panic!("unexpected notification while idle: {other:?}"),
-            None => panic!("the watchdog pings stopped (after {pings})"),
+            None => panic!(
+                "the watchdog pings stopped (after {pings}, none within {:?})",
+                bounds::protocol(period)
+            ),
         }
     }
+    let took = watch.elapsed();
     assert!(
-        (5..=10).contains(&pings),
-        "{pings} pings in 1.5 s at a 200 ms period"
+        took >= 6 * period * 3 / 4 && took <= bounds::protocol(7 * period),
+        "7 pings in {took:?} at a {period:?} period"
     );
 
     // SIGHUP: RELOADING=1, then READY=1 with the new status.

@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lb_tests::lab::arp::mac_text;
+use lb_tests::lab::bounds::protocol as bound;
 use lb_tests::lab::vrrp::{
     self, InstanceView, TrackConfig, entered, instance, logged_transitions, master_down, skew,
     wait_for_instance,
@@ -221,7 +222,7 @@ impl Pair {
             "lb1 is master at once in a fresh lab: {first:?}"
         );
         self.start(2);
-        let bound = 2 * master_down(PRIORITY[0], ADVERT) + Duration::from_secs(1);
+        let bound = bound(master_down(PRIORITY[0], ADVERT));
         self.wait(1, "becomes master", bound, InstanceView::is_master);
         let elected = self.ready_at[0].unwrap().elapsed();
         let (backup, _) = self.wait(2, "backup of lb1", bound, |v| {
@@ -354,10 +355,6 @@ impl Pair {
         lb_tests::lab::assert_nothing_left(&prefix, &pins);
         lb_tests::lab::assert_nothing_left(&prefix, &self.lab.lbd_pin_dir(2));
     }
-}
-
-fn bound(nominal: Duration) -> Duration {
-    2 * nominal + Duration::from_secs(1)
 }
 
 fn sorted(mut vips: Vec<Ipv4Addr>) -> Vec<Ipv4Addr> {
@@ -835,9 +832,9 @@ fn just_renewed(lease: &Lease) {
             return;
         }
         assert!(
-            start.elapsed() < 3 * ADVERT,
+            start.elapsed() < bound(ADVERT),
             "the lease was not renewed for {:?}: {now:?}",
-            3 * ADVERT
+            bound(ADVERT)
         );
         last = now;
         std::thread::sleep(Duration::from_millis(1));

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use lb_tests::lab::keepalived::{Auth, AuthKind, Keepalived, VrrpSetup};
 use lb_tests::lab::vrrp::{self, InstanceView};
-use lb_tests::lab::{Lab, Lbd, ServiceConfig, assert_nothing_left};
+use lb_tests::lab::{Lab, Lbd, ServiceConfig, assert_nothing_left, bounds};
 use lb_userspace::vrrp::ah::{AhOutgoing, PROTO_AH, build_ah_packet};
 use lb_userspace::vrrp::ipv4::Ipv4Header;
 use lb_userspace::vrrp::packet::{
@@ -205,7 +205,7 @@ impl Bench {
         let want = counted(&before) + sent;
         let start = Instant::now();
         let mut after = self.status();
-        while counted(&after) < want && start.elapsed() < Duration::from_secs(3) {
+        while counted(&after) < want && start.elapsed() < bounds::FRAME_ARRIVES {
             std::thread::sleep(Duration::from_millis(20));
             after = self.status();
         }
@@ -361,7 +361,7 @@ fn ah_seq(datagram: &[u8]) -> u32 {
 fn start(b: &Bench, lbd_state: &str) -> (Lbd, Keepalived) {
     let mut ka = b.lab.start_keepalived(2, &b.setup).unwrap();
     let mut lbd = b.lab.start_lbd(1, &b.config).unwrap();
-    let bound = Duration::from_secs(5) + 2 * b.setup.master_down(100);
+    let bound = bounds::AGENT_RESTART + bounds::protocol(b.setup.master_down(100));
     vrrp::wait_for_state(&mut lbd, lbd_state, bound).unwrap();
     let ka_state = if lbd_state == "master" {
         "BACKUP"
@@ -554,7 +554,7 @@ fn forged_ah_adverts_leave_the_master_alone() {
     send_raw(&b.lab, "cl", b.dst, std::slice::from_ref(&original));
     let start = Instant::now();
     let received = |s: &InstanceView| s.adverts_received;
-    while received(&b.status()) <= received(&before) && start.elapsed() < Duration::from_secs(3) {
+    while received(&b.status()) <= received(&before) && start.elapsed() < bounds::FRAME_ARRIVES {
         std::thread::sleep(Duration::from_millis(20));
     }
     let after = b.status();

@@ -3,13 +3,14 @@
 //! migrate from: VRRPv2 unicast with AH, VRRPv2 unicast with PASS, VRRPv3
 //! multicast. Per mode:
 //! 1. lbd (101) master, keepalived (100) backup;
-//! 2. SIGTERM lbd: keepalived master within its skew time (+1 s slack);
+//! 2. SIGTERM lbd: keepalived master within the bound of its skew time
+//!    (`lab::bounds::protocol`);
 //! 3. lbd back: it preempts, keepalived backup again;
 //!    3b. kill -9 lbd and restart it at once: it resumes as master from
 //!    its lease, keepalived never leaves BACKUP;
-//! 4. kill -9 lbd: keepalived master within 2 x master-down + 1 s;
+//! 4. kill -9 lbd: keepalived master within the bound of master-down;
 //! 5. lbd restarted with priority 90: keepalived stays master, lbd backup;
-//! 6. SIGTERM keepalived: lbd master within its skew time (+1 s slack).
+//! 6. SIGTERM keepalived: lbd master within the bound of its skew time.
 //!
 //! After each step exactly one node holds the VIPs: the holder has them on
 //! eth0 and is the only one answering ARP for them (after the kill -9 the
@@ -28,14 +29,11 @@ use anyhow::Result;
 use lb_tests::lab::arp::mac_text;
 use lb_tests::lab::keepalived::{Auth, AuthKind, Keepalived, VrrpSetup};
 use lb_tests::lab::vrrp::{self, InstanceView};
-use lb_tests::lab::{Lab, Lbd, ServiceConfig, assert_nothing_left};
+use lb_tests::lab::{Lab, Lbd, ServiceConfig, assert_nothing_left, bounds};
 
 const VIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 20)];
 const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const VRID: u8 = 51;
-/// Extra time a takeover may take beyond the protocol's bound: process
-/// exit, scheduling on a loaded 2-core machine, the polling itself.
-const SLACK: Duration = Duration::from_secs(1);
 /// How long to listen for ARP replies.
 const ARP_LISTEN: Duration = Duration::from_millis(300);
 
@@ -150,7 +148,7 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     assert_holder(&lab, 1, false, "1 (lbd master)");
 
     // 2. SIGTERM lbd: priority 0 advert, keepalived takes over at its skew.
-    let bound = setup.skew(100) + SLACK;
+    let bound = bounds::protocol(setup.skew(100));
     let t = Instant::now();
     lbd.signal(libc::SIGTERM).unwrap();
     ka.wait_for_state("MASTER", bound + Duration::from_secs(5))
@@ -207,7 +205,7 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     assert_holder(&lab, 1, false, "3b (lbd restarted)");
 
     // 4. kill -9 lbd: keepalived waits out master-down.
-    let bound = 2 * ka_down + SLACK;
+    let bound = bounds::protocol(ka_down);
     let t = Instant::now();
     lbd.signal(libc::SIGKILL).unwrap();
     ka.wait_for_state("MASTER", bound + Duration::from_secs(5))
@@ -254,7 +252,7 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
     assert_holder(&lab, 2, false, "5 (keepalived master, lbd backup)");
 
     // 6. SIGTERM keepalived: its priority 0 advert hands over to lbd.
-    let bound = setup.skew(90) + SLACK;
+    let bound = bounds::protocol(setup.skew(90));
     let t = Instant::now();
     ka.terminate().unwrap();
     let (_, status) =
@@ -278,7 +276,7 @@ fn run_mode(mode: &str, version: u8, auth: Option<Auth>, interval: Duration, uni
          lbd master {keepalived_sigterm:?} after keepalived's SIGTERM (skew {:?}; \
          keepalived exited after {keepalived_exit:?})",
         setup.skew(100),
-        2 * ka_down + SLACK,
+        bounds::protocol(ka_down),
         setup.skew(90)
     );
     lbd.stop(Duration::from_secs(5)).unwrap();

@@ -5,7 +5,7 @@
 //!     and holds none; `lbd status` says so (effective priorities 103 and
 //!     102, lb2 follows 192.0.2.2) and a client reaches the VIP;
 //! (b) SIGTERM on lb1: it resigns (priority 0), so lb2 is master within
-//!     about its skew time (bound 2 s from the signal, measured), holds
+//!     about its skew time (bound from lab::bounds, measured), holds
 //!     the VIP, and the client reaches the VIP through it; lb1 holds none;
 //! (c) lb1 started again preempts: master again with the VIP, lb2 backup
 //!     without it;
@@ -28,11 +28,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lb_tests::lab::vrrp::{self, InstanceView};
-use lb_tests::lab::{Lab, ServiceConfig, assert_nothing_left, topology};
+use lb_tests::lab::{Lab, ServiceConfig, assert_nothing_left, bounds, topology};
 
-/// A takeover after a priority-0 advert waits only the backup's skew time
-/// (0.61 s at priority 102); the rest is the old master's own stop.
-const GRACEFUL_TAKEOVER_BOUND: Duration = Duration::from_secs(2);
+/// A takeover after a priority-0 advert: see [`bounds::GRACEFUL_TAKEOVER`].
+fn graceful_takeover_bound() -> Duration {
+    bounds::protocol(bounds::GRACEFUL_TAKEOVER)
+}
 
 #[test]
 fn lab_vrrp_smoke() {
@@ -55,33 +56,20 @@ fn lab_vrrp_smoke() {
         .expect("backend servers start");
     let vip = lab.vip();
     let target = SocketAddrV4::new(vip, 80);
-    let (lb1_name, lb2_name) = (lab.lb_node_name(1), lab.lb_node_name(2));
-    let (lb1_addr, lb2_addr) = (topology::lb_front_addr(1), topology::lb_front_addr(2));
     let service = ServiceConfig::tcp("web", vip, 80, lab.backend_configs(80, &[]));
-    let mut text = lab
-        .lbd_config(vec![service])
-        .render()
-        .expect("config renders");
-    text.push_str(&format!(
-        r#"
-[[vrrp]]
-name = "vip"
-virtual_router_id = 51
-priority = {{ "{lb1_name}" = 101, "{lb2_name}" = 100 }}
-advert_interval = "1s"
-auth = {{ type = "ah", password = "smoke" }}
-unicast_peers = ["{lb1_addr}", "{lb2_addr}"]
-unicast_src = {{ "{lb1_name}" = "{lb1_addr}", "{lb2_name}" = "{lb2_addr}" }}
-vips = ["{vip}"]
-garp = {{ count = 3, interval = "100ms", delay = "0s" }}
-
-[[vrrp.track]]
-kind = "xdp-attached"
-weight = 2
-"#
-    ));
-    let config = lab.dir().join("lbd.toml");
-    std::fs::write(&config, text).expect("config written");
+    let mut lbd_config = lab.lbd_config(vec![service]);
+    let mut instance = lab.vrrp_config("vip", 51, &[vip], &[101, 100]);
+    instance.auth = Some(vrrp::AuthConfig::ah("smoke"));
+    instance.garp = Some(vrrp::GarpConfig {
+        count: 3,
+        interval: "100ms".into(),
+        delay: "0s".into(),
+    });
+    instance.tracks.push(vrrp::TrackConfig::xdp_attached(2));
+    lbd_config.vrrp.push(instance);
+    let config = lab
+        .write_config("lbd.toml", &lbd_config)
+        .expect("config written");
 
     // (a) election.
     let mut lb1 = lab.start_lbd(1, &config).expect("lb1 starts");
@@ -99,12 +87,12 @@ weight = 2
     let s1 = vrrp_status(&lab, 1);
     assert_eq!(s1.state, "master", "{s1:?}");
     assert_eq!((s1.priority, s1.base_priority), (103, 101));
-    assert_eq!(s1.master, Some(lb1_addr));
+    assert_eq!(s1.master, Some(topology::lb_front_addr(1)));
     assert!(s1.adverts_sent >= 1, "{s1:?}");
     let s2 = vrrp_status(&lab, 2);
     assert_eq!(s2.state, "backup", "{s2:?}");
     assert_eq!(s2.priority, 102);
-    assert_eq!(s2.master, Some(lb1_addr));
+    assert_eq!(s2.master, Some(topology::lb_front_addr(1)));
     assert!(s2.adverts_received >= 1, "{s2:?}");
     assert_eq!(s2.drops.len(), 0, "{s2:?}");
     lab.wait_for_service(&mut lb1, target, Duration::from_secs(10))
@@ -122,7 +110,7 @@ weight = 2
     let takeover = signalled.elapsed();
     eprintln!("graceful takeover: {takeover:.2?} from SIGTERM");
     assert!(
-        takeover < GRACEFUL_TAKEOVER_BOUND,
+        takeover < graceful_takeover_bound(),
         "takeover took {takeover:?}"
     );
     let log1 = lb1.log();
@@ -191,7 +179,9 @@ weight = 2
 
     // (e) a reload that changes [[vrrp]] is refused; the instance runs on.
     let original = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, original.replace("= 100 }", "= 110 }")).unwrap();
+    let mut changed = lbd_config.clone();
+    changed.vrrp[0].priority.insert(lab.lb_node_name(2), 110);
+    lab.write_config("lbd.toml", &changed).unwrap();
     lb2.signal(libc::SIGHUP).expect("lb2 reload");
     lb2.wait_for_log(Duration::from_secs(5), |log| {
         log.contains("reload refused") && log.contains("changing [[vrrp]] needs a restart")
@@ -219,8 +209,9 @@ weight = 2
     .expect("lb2 takes over from the dead master");
     let takeover = killed.elapsed();
     eprintln!("takeover after kill -9: {takeover:.2?}");
-    // Master-down at 102: 3 s + 154/256 s; the bound is twice that + 1 s.
-    assert!(takeover < Duration::from_millis(8_200), "{takeover:?}");
+    // lb2 runs at 102 (100 + xdp-attached 2).
+    let bound = bounds::protocol(vrrp::master_down(102, Duration::from_secs(1)));
+    assert!(takeover < bound, "{takeover:?}, bound {bound:?}");
     assert!(vip_held(&lab, "lb2", vip, true));
 
     // (g) lb1 back (lease ended by `lbd stop`: no resume) preempts; then
@@ -272,10 +263,11 @@ fn find_link_pin(dir: &Path) -> std::path::PathBuf {
     panic!("no pinned link under {}", dir.display());
 }
 
-/// Whether `node` holds (`want`) or lacks the VIP, allowing 2 s for it to
-/// settle: the transition is logged before the address changes.
+/// Whether `node` holds (`want`) or lacks the VIP, allowing
+/// [`bounds::KERNEL_SETTLES`] for it to settle: the transition is logged
+/// before the address changes.
 fn vip_held(lab: &Lab, node: &str, vip: Ipv4Addr, want: bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let deadline = std::time::Instant::now() + bounds::KERNEL_SETTLES;
     loop {
         let held = !lab
             .vips_held(node, &[vip])
@@ -315,24 +307,14 @@ fn lab_vrrp_smoke_multicast_v3() {
     let prefix = lab.prefix().to_string();
     let pins = [lab.lbd_pin_dir(1), lab.lbd_pin_dir(2)];
     let vip = lab.vip();
-    let (lb1_name, lb2_name) = (lab.lb_node_name(1), lab.lb_node_name(2));
     let service = ServiceConfig::tcp("web", vip, 80, lab.backend_configs(80, &[]));
-    let mut text = lab
-        .lbd_config(vec![service])
-        .render()
-        .expect("config renders");
-    text.push_str(&format!(
-        r#"
-[[vrrp]]
-name = "mc"
-virtual_router_id = 52
-priority = {{ "{lb1_name}" = 150, "{lb2_name}" = 100 }}
-advert_interval = "500ms"
-vips = ["{vip}"]
-"#
-    ));
-    let config = lab.dir().join("lbd.toml");
-    std::fs::write(&config, text).expect("config written");
+    let mut lbd_config = lab.lbd_config(vec![service]);
+    let mut instance = lab.vrrp_config("mc", 52, &[vip], &[150, 100]).multicast();
+    instance.advert_interval = "500ms".into();
+    lbd_config.vrrp.push(instance);
+    let config = lab
+        .write_config("lbd.toml", &lbd_config)
+        .expect("config written");
     let mut lb1 = lab.start_lbd(1, &config).expect("lb1 starts");
     let mut lb2 = lab.start_lbd(2, &config).expect("lb2 starts");
     lb1.wait_for_log(Duration::from_secs(20), |log| {
@@ -354,7 +336,7 @@ vips = ["{vip}"]
     .expect("lb2 takes over");
     let takeover = signalled.elapsed();
     eprintln!("graceful takeover (v3, 500 ms): {takeover:.2?} from SIGTERM");
-    assert!(takeover < GRACEFUL_TAKEOVER_BOUND, "{takeover:?}");
+    assert!(takeover < graceful_takeover_bound(), "{takeover:?}");
     assert!(vip_held(&lab, "lb2", vip, true) && vip_held(&lab, "lb1", vip, false));
     drop((lb1, lb2));
     lab.teardown().expect("teardown");

@@ -17,22 +17,14 @@ use lb_common::{
     local_addr_flags, reason, service_flags, settings_flags,
 };
 use lb_tests::packet::*;
+use lb_tests::xdp_addresses::{
+    BACKEND_ISN, BPORT, CLIENT, CLIENT_ISN, CLIENT_MAC, CPORT, SNAT, SNAT_MAX, SNAT_MIN, VIP, VPORT,
+};
 use lb_tests::xdp_harness::*;
 use std::net::Ipv4Addr;
 
-const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc1];
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
-const CPORT: u16 = 51000;
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-const VPORT: u16 = 443;
-const SNAT: Ipv4Addr = LB_BACKEND_SIDE_IP;
-const BPORT: u16 = 8443;
-const SNAT_MIN: u16 = 40000;
-const SNAT_MAX: u16 = 40999;
 const SVC_ID: u32 = 1;
 const BE_ID: u32 = 1;
-const CLIENT_ISN: u32 = 0x0a0b_0c0d;
-const BACKEND_ISN: u32 = 0x7000_0000;
 /// The client's window in its ACK: the SYN we send the backend carries it.
 const CLIENT_WINDOW: u16 = 29200;
 

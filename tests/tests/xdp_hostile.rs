@@ -7,20 +7,13 @@ use anyhow::{Context, Result, ensure};
 use lb_common::{
     IPPROTO_TCP, ServiceInfo, backend_flags, local_addr_flags, policy, reason, service_flags,
 };
-use lb_tests::packet::{FrameSpec, Mac, internet_checksum, tcp_flags, verify_checksums};
+use lb_tests::packet::{FrameSpec, internet_checksum, tcp_flags, verify_checksums};
+use lb_tests::xdp_addresses::{CLIENT, CLIENT_MAC, SNAT, SNAT_MAX, SNAT_MIN, VIP, VPORT};
 use lb_tests::xdp_harness::{
-    LB_BACKEND_SIDE_IP, LB_CLIENT_SIDE_IP, LB_MAC, NEIGHBOURS, XdpHarness, describe_reasons,
-    verdict,
+    LB_CLIENT_SIDE_IP, LB_MAC, NEIGHBOURS, XdpHarness, describe_reasons, verdict,
 };
 use std::net::Ipv4Addr;
 
-const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc1];
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-const VPORT: u16 = 443;
-const SNAT: Ipv4Addr = LB_BACKEND_SIDE_IP;
-const SNAT_MIN: u16 = 40000;
-const SNAT_MAX: u16 = 40999;
 const URG: u8 = 0x20;
 
 fn lab() -> Result<XdpHarness> {

@@ -594,16 +594,10 @@ mod tests {
     /// lbd's table, read by lbd's own config code, gives the wire settings
     /// keepalived's file says.
     fn lbd_view(s: &VrrpSetup, node: &str) -> lb_userspace::vrrp::config::NodeInstance {
-        let mut text = String::new();
-        for (i, m) in s.members.iter().enumerate() {
-            writeln!(
-                text,
-                "[node.\"{}\"]\ninterface = \"eth0\"\nsnat_ports = \"{}\"",
-                m.node,
-                super::super::lab_snat_ports(i + 1, s.members.len())
-            )
+        let nodes: Vec<String> = s.members.iter().map(|m| m.node.clone()).collect();
+        let mut text = super::super::LbdConfig::for_lab_nodes(&nodes, vec![])
+            .render()
             .unwrap();
-        }
         text.push_str(&s.lbd_toml());
         let config = lb_userspace::config::parse(&text, "lab.toml")
             .unwrap_or_else(|e| panic!("lbd refuses the rendered [[vrrp]]: {e}\n{text}"));

@@ -21,6 +21,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Time bounds of every test live in [`bounds`] (its doc says the rule);
+//! tests of one node's I/O that need no switch use [`veth_pair::VethPair`]
+//! and, to pin, [`bpffs::PrivateBpffs`].
+//!
 //! Two-node labs for VRRP: `Lab::builder("fo").lb_nodes(2).add_vips(false)`
 //! (lb2 is 192.0.2.3 / 198.51.100.3; backends then reach the VIP network
 //! on the link, so whichever node holds a VIP answers for it).
@@ -38,6 +42,8 @@ pub mod admin_http;
 mod apps;
 pub mod arp;
 pub mod binaries;
+pub mod bounds;
+pub mod bpffs;
 pub mod browser;
 pub mod counters;
 pub mod flood;
@@ -52,6 +58,7 @@ pub mod rlimit;
 mod setup;
 pub mod sources;
 pub mod topology;
+pub mod veth_pair;
 pub mod vrrp;
 mod xdp_peer;
 

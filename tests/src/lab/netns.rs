@@ -112,6 +112,29 @@ where
     })
 }
 
+/// Like [`run_in`], but returns at once: `f` runs on its own thread inside
+/// `netns` while the caller goes on (a receiver that must be listening
+/// before the sender in another namespace starts). [`join`] waits for it.
+pub fn spawn_in<F, R>(netns: &str, f: F) -> std::thread::JoinHandle<Result<R>>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let path = netns_path(netns);
+    std::thread::spawn(move || -> Result<R> {
+        enter(&path)?;
+        Ok(f())
+    })
+}
+
+/// Waits for a thread of [`spawn_in`]; a panic there goes on in the caller,
+/// with the thread's own message.
+pub fn join<R>(handle: std::thread::JoinHandle<Result<R>>) -> Result<R> {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// Moves the calling thread into the network namespace at `path`.
 fn enter(path: &Path) -> Result<()> {
     let file =

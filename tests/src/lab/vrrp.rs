@@ -27,13 +27,57 @@ pub struct VrrpConfig {
     pub virtual_router_id: u8,
     /// Written as lbd reads durations ("1s").
     pub advert_interval: String,
+    /// Empty: multicast.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unicast_peers: Vec<Ipv4Addr>,
     pub vips: Vec<Ipv4Addr>,
     pub preempt: bool,
     pub priority: BTreeMap<String, u8>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub unicast_src: BTreeMap<String, Ipv4Addr>,
+    /// None: no authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    /// None: lbd's default gratuitous ARP burst.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub garp: Option<GarpConfig>,
     #[serde(rename = "track", skip_serializing_if = "Vec::is_empty")]
     pub tracks: Vec<TrackConfig>,
+}
+
+impl VrrpConfig {
+    /// The same instance over multicast (no unicast peers or sources).
+    pub fn multicast(mut self) -> Self {
+        self.unicast_peers.clear();
+        self.unicast_src.clear();
+        self
+    }
+}
+
+/// `auth = { type = "ah", password = "..." }` (or `"pass"`).
+#[derive(Clone, Debug, Serialize)]
+pub struct AuthConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub password: String,
+}
+
+impl AuthConfig {
+    pub fn ah(password: &str) -> Self {
+        AuthConfig {
+            kind: "ah".into(),
+            password: password.into(),
+        }
+    }
+}
+
+/// `garp = { count = .., interval = "..", delay = ".." }`.
+#[derive(Clone, Debug, Serialize)]
+pub struct GarpConfig {
+    pub count: u32,
+    /// Written as lbd reads durations ("100ms").
+    pub interval: String,
+    pub delay: String,
 }
 
 /// A `[[vrrp.track]]` entry: `xdp-attached`, `service-up` (with `service`)
@@ -92,6 +136,8 @@ impl Lab {
             preempt: true,
             priority,
             unicast_src,
+            auth: None,
+            garp: None,
             tracks: Vec::new(),
         }
     }
@@ -421,6 +467,12 @@ mod tests {
             preempt: false,
             priority,
             unicast_src,
+            auth: Some(AuthConfig::ah("smoke")),
+            garp: Some(GarpConfig {
+                count: 3,
+                interval: "100ms".into(),
+                delay: "0s".into(),
+            }),
             tracks: vec![TrackConfig::service_up("web", -50)],
         });
         let text = cfg.render().unwrap();
@@ -433,6 +485,18 @@ mod tests {
         assert_eq!(vrrp["track"][0]["kind"].as_str(), Some("service-up"));
         assert_eq!(vrrp["track"][0]["weight"].as_integer(), Some(-50));
         assert_eq!(vrrp["track"][0]["service"].as_str(), Some("web"));
+        assert_eq!(vrrp["auth"]["type"].as_str(), Some("ah"));
+        assert_eq!(vrrp["garp"]["interval"].as_str(), Some("100ms"));
+        // lbd itself reads it (a service-up track needs a service: xdp-attached).
+        cfg.vrrp[0].tracks = vec![TrackConfig::xdp_attached(2)];
+        let text = cfg.render().unwrap();
+        if let Err(e) = lb_userspace::config::parse(&text, "lab.toml") {
+            panic!("lbd refuses the rendered config: {e}\n{text}");
+        }
+        let multicast = cfg.vrrp[0].clone().multicast();
+        cfg.vrrp[0] = multicast;
+        let text = cfg.render().unwrap();
+        assert!(!text.contains("unicast"), "{text}");
         let single = super::super::lbd::LbdConfig::default().render().unwrap();
         assert!(!single.contains("vrrp"), "{single}");
     }

@@ -1,102 +1,48 @@
-//! Root tests of VRRP's I/O edge: the raw advert sockets and the gratuitous
-//! ARP sender, between two network namespaces joined by a veth pair
-//! (192.0.2.1 on `a`'s veth0, 192.0.2.2 on `b`'s veth1). The namespaces are
-//! deleted on drop, also when an assertion fails. Without root this fails.
+//! Root tests of VRRP's I/O edge (lb-userspace's `vrrp`): the raw advert
+//! sockets and the gratuitous ARP sender, across the lab library's veth pair
+//! (192.0.2.1 on `a`'s veth0, 192.0.2.2 on `b`'s veth1), deleted also when an
+//! assertion fails. Without root this fails.
+//!
+//! `cargo test -p lb-tests --test vrrp_io -- --test-threads=1`.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use lb_tests::lab::veth_pair::{A_ADDR, A_IFACE, B_ADDR, B_IFACE, VethPair};
+use lb_tests::lab::{assert_nothing_left, bounds, netns};
 use lb_userspace::vrrp::ah::{AhOutgoing, PROTO_AH, build_ah_packet, verify_ah};
 use lb_userspace::vrrp::check::{Auth, RxContext, RxPolicy, check_advert};
 use lb_userspace::vrrp::garp::{Burst, ETHERTYPE_ARP, FRAME_LEN, GarpSender};
 use lb_userspace::vrrp::packet::{Advert, AuthField, PROTO_VRRP, Password, Version};
 use lb_userspace::vrrp::socket::{VRRP_GROUP, VrrpSocket};
 
-const A_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const B_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const VIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 0, 2, 100), Ipv4Addr::new(192, 0, 2, 250)];
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Runs `f` to completion on its own thread inside `netns`, with a tokio
+/// runtime of its own; [`netns::join`] waits for it.
+fn spawn_async_in<T: Send + 'static>(
+    netns: &str,
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> std::thread::JoinHandle<anyhow::Result<T>> {
+    netns::spawn_in(netns, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    })
 }
 
-struct Lab {
-    a: String,
-    b: String,
+fn join<T>(handle: std::thread::JoinHandle<anyhow::Result<T>>) -> T {
+    netns::join(handle).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-impl Lab {
-    fn new(tag: &str) -> Lab {
-        let pid = std::process::id();
-        let lab = Lab {
-            a: format!("lbvrrp-{tag}-a-{pid}"),
-            b: format!("lbvrrp-{tag}-b-{pid}"),
-        };
-        run(&["ip", "netns", "add", &lab.a]);
-        run(&["ip", "netns", "add", &lab.b]);
-        run(&[
-            "ip", "-n", &lab.a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
-            "netns", &lab.b,
-        ]);
-        for (ns, dev, addr) in [(&lab.a, "veth0", A_ADDR), (&lab.b, "veth1", B_ADDR)] {
-            run(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                dev,
-            ]);
-            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        lab
-    }
-
-    /// Runs `f` on a thread inside namespace `ns`, with its own tokio runtime.
-    fn within<T: Send + 'static>(
-        &self,
-        ns: &str,
-        f: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let path = format!("/run/netns/{ns}");
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("netns file");
-            // SAFETY: a valid namespace fd; only this thread changes namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(f)
-        })
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn join<T>(handle: std::thread::JoinHandle<T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+/// Tears `pair` down and checks none of its namespaces is left.
+fn tear_down(pair: VethPair) {
+    let prefix = pair.prefix.clone();
+    drop(pair);
+    assert_nothing_left(&prefix, std::path::Path::new("/nonexistent"));
 }
 
 fn advert(version: Version, auth: AuthField) -> Advert {
@@ -125,18 +71,18 @@ fn policy(version: Version, auth: Auth, peers: Vec<Ipv4Addr>) -> RxPolicy {
 
 #[test]
 fn adverts_cross_the_veth_multicast_v3_and_unicast_v2_ah() {
-    let lab = Lab::new("adv");
+    let pair = VethPair::new("vrradv").unwrap();
     let password = Password::new("Pass1234").unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
 
-    let receiver = lab.within(&lab.b, async move {
-        let socket = VrrpSocket::open("veth1", true).expect("open on b");
+    let receiver = spawn_async_in(&pair.b, async move {
+        let socket = VrrpSocket::open(B_IFACE, true).expect("open on b");
         ready_tx.send(()).unwrap();
         let mut got = Vec::new();
         while got.len() < 2 {
-            let d = tokio::time::timeout(Duration::from_secs(5), socket.recv())
+            let d = tokio::time::timeout(bounds::FRAME_ARRIVES, socket.recv())
                 .await
-                .expect("an advert within 5 s")
+                .unwrap_or_else(|_| panic!("no advert within {:?}", bounds::FRAME_ARRIVES))
                 .expect("recv");
             if d.src == A_ADDR {
                 got.push(d);
@@ -145,11 +91,11 @@ fn adverts_cross_the_veth_multicast_v3_and_unicast_v2_ah() {
         got
     });
     ready_rx
-        .recv_timeout(Duration::from_secs(5))
+        .recv_timeout(bounds::FRAME_ARRIVES)
         .expect("receiver ready");
 
-    let sender = lab.within(&lab.a, async move {
-        let socket = VrrpSocket::open("veth0", true).expect("open on a");
+    let sender = spawn_async_in(&pair.a, async move {
+        let socket = VrrpSocket::open(A_IFACE, true).expect("open on a");
         let v3 = advert(Version::V3, AuthField::None)
             .encode(A_ADDR, VRRP_GROUP)
             .unwrap();
@@ -201,6 +147,7 @@ fn adverts_cross_the_veth_multicast_v3_and_unicast_v2_ah() {
     .expect("the AH advert passes every check");
     assert_eq!(checked.ah_seq, Some(7));
     assert_eq!(checked.advert, advert(Version::V2, AuthField::Ah));
+    tear_down(pair);
 }
 
 /// A packet socket that sees every ARP frame arriving on the interface.
@@ -255,10 +202,10 @@ fn arp_capture(iface: &str) -> OwnedFd {
 
 #[test]
 fn gratuitous_arp_burst_reaches_the_peer() {
-    let lab = Lab::new("garp");
+    let pair = VethPair::new("vrgarp").unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let capture = lab.within(&lab.b, async move {
-        let fd = arp_capture("veth1");
+    let capture = spawn_async_in(&pair.b, async move {
+        let fd = arp_capture(B_IFACE);
         ready_tx.send(()).unwrap();
         let mut frames = Vec::new();
         let mut buf = [0u8; 128];
@@ -273,11 +220,11 @@ fn gratuitous_arp_burst_reaches_the_peer() {
         frames
     });
     ready_rx
-        .recv_timeout(Duration::from_secs(5))
+        .recv_timeout(bounds::FRAME_ARRIVES)
         .expect("capture ready");
 
-    let sender = lab.within(&lab.a, async move {
-        let garp = GarpSender::open("veth0").expect("open on a");
+    let sender = spawn_async_in(&pair.a, async move {
+        let garp = GarpSender::open(A_IFACE).expect("open on a");
         let started = Instant::now();
         garp.announce_burst(
             &VIPS,
@@ -312,4 +259,5 @@ fn gratuitous_arp_burst_reaches_the_peer() {
         assert_eq!(&f[28..32], &vip, "sender IP");
         assert_eq!(&f[38..42], &vip, "target IP");
     }
+    tear_down(pair);
 }
