@@ -21,6 +21,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! keepalived ([`keepalived`]) and HAProxy ([`haproxy`]) run in LB node
+//! namespaces as the pair an operator migrates from; [`arp`] samples who
+//! answers ARP for a VIP over a whole test.
+//!
 //! Two-node labs for VRRP: `Lab::builder("fo").lb_nodes(2).add_vips(false)`
 //! (lb2 is 192.0.2.3 / 198.51.100.3; backends then reach the VIP network
 //! on the link, so whichever node holds a VIP answers for it).
@@ -41,6 +45,7 @@ pub mod binaries;
 pub mod browser;
 pub mod counters;
 pub mod flood;
+pub mod haproxy;
 pub mod http_load;
 pub mod keepalived;
 mod lbd;
