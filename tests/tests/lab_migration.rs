@@ -15,9 +15,10 @@
 //!   starts there with the imported file and is VRRP backup under
 //!   keepalived's master, its backends UP, no dropped advert; lb1 keeps the
 //!   VIP.
-//! - phase 2, the master switched off: keepalived and HAProxy stop on lb1;
-//!   lbd on lb2 takes the VIP within the master-down interval. The long
-//!   connections opened at the start through lb1's HAProxy die with it.
+//! - phase 2, the master switched off: keepalived stops on lb1, lbd on lb2
+//!   takes the VIP within the master-down interval, then HAProxy stops on
+//!   lb1. The long connections opened at the start through lb1's HAProxy
+//!   die with it.
 //! - phase 3, the old master replaced: lbd starts on lb1 with the same file;
 //!   the pair settles by that file (`preempt = false`, imported from
 //!   `nopreempt`): lb1 backup, lb2 keeps the VIP and the traffic.
@@ -509,11 +510,13 @@ fn keepalived_haproxy_pair_migrates_to_lbd_one_node_at_a_time() {
         }
         println!("  lbd on lb2 backup under keepalived on lb1; {HELD} long connections alive");
 
-        // Phase 2: switch the master off (keepalived first, as the guide).
+        // Phase 2: switch the master off. keepalived first, and HAProxy
+        // only once lbd holds the VIP, as the guide says: until the VIP has
+        // moved, new connections still reach this node, and a stopped
+        // HAProxy would refuse them.
         phases.enter(2);
         let off = Instant::now();
         ka1.terminate().unwrap();
-        haproxy[0].take().unwrap().stop(STOP).unwrap();
         let (view, _) = vrrp::wait_for_instance(
             &node2,
             INSTANCE,
@@ -522,6 +525,7 @@ fn keepalived_haproxy_pair_migrates_to_lbd_one_node_at_a_time() {
         )
         .unwrap();
         takeover = off.elapsed();
+        haproxy[0].take().unwrap().stop(STOP).unwrap();
         no_drops(&view, "phase 2");
         ka1.wait_exit(STOP).unwrap();
         println!("  lbd on lb2 master {takeover:.2?} after keepalived on lb1 was stopped");
