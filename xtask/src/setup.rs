@@ -29,7 +29,8 @@ pub const BENCH_PACKAGES: &[&str] = &[
 ];
 
 /// Everything the test suite uses: the lab, packet captures, module
-/// loading, keepalived as a real VRRP peer, Chromium for the stats page,
+/// loading, keepalived as a real VRRP peer, HAProxy for the migration lab
+/// (the pair being replaced), Chromium for the stats page,
 /// the systemd VM (debootstrap builds its image, QEMU runs it, mkfs.ext4
 /// makes its disks, systemd-analyze verifies the unit), and the peer bench
 /// that the suite's last step runs (nginx backends, wrk).
@@ -40,6 +41,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "nftables",
     "tcpdump",
     "keepalived",
+    "haproxy",
     "chromium",
     "chromium-driver",
     "procps",

@@ -671,3 +671,56 @@ fn global_vrrp_version_3_drops_authentication() {
     assert_eq!(config.vrrp[0].version, config::VrrpVersion::V3);
     assert!(config.vrrp[0].auth.is_none());
 }
+
+/// keepalived.conf `KEEPALIVED` with a tracked script `command` that needs
+/// two results either way, as most HAProxy pairs have it.
+fn keepalived_tracking(prio: &str, src: &str, peer: &str, command: &str) -> String {
+    let script = format!(
+        "vrrp_script chk {{\n  script \"{command}\"\n  interval 1\n  fall 2\n  rise 2\n  \
+         weight -20\n}}\n"
+    );
+    script
+        + &keepalived(prio, src, peer).replace(
+            "  advert_int 1\n",
+            "  advert_int 1\n  track_script {\n    chk\n  }\n",
+        )
+}
+
+#[test]
+fn fall_and_rise_of_a_replaced_haproxy_script_leave_the_import_complete() {
+    let command = "/usr/bin/pgrep -F /run/haproxy.pid haproxy";
+    let a = keepalived_tracking("150", "198.51.100.1", "198.51.100.2", command);
+    let b = keepalived_tracking("100", "198.51.100.2", "198.51.100.1", command);
+    let imported = run(WEB, &[("a", &a), ("b", &b)]).expect("imports");
+    let listed: Vec<String> = imported.findings.iter().map(|f| f.to_string()).collect();
+    assert!(imported.complete(), "{listed:#?}");
+    assert!(
+        listed
+            .iter()
+            .any(|f| f.starts_with("a.conf:4: note: fall 2: applied to the HAProxy script")),
+        "{listed:#?}"
+    );
+    let config = config::parse(&imported.text, "lbd.toml").expect("valid");
+    let tracks: Vec<_> = config.vrrp[0]
+        .track
+        .iter()
+        .map(|t| (&t.condition, t.weight))
+        .collect();
+    assert_eq!(tracks, [(&TrackCondition::XdpAttached, -20)]);
+}
+
+#[test]
+fn fall_and_rise_of_a_script_lb_runs_are_still_listed_as_not_imported() {
+    let command = "/usr/local/bin/check-uplink";
+    let a = keepalived_tracking("150", "198.51.100.1", "198.51.100.2", command);
+    let b = keepalived_tracking("100", "198.51.100.2", "198.51.100.1", command);
+    let imported = run(WEB, &[("a", &a), ("b", &b)]).expect("imports");
+    let listed: Vec<String> = imported.findings.iter().map(|f| f.to_string()).collect();
+    assert!(!imported.complete());
+    for line in [
+        "a.conf:4: not imported: fall 2",
+        "a.conf:5: not imported: rise 2",
+    ] {
+        assert!(listed.iter().any(|f| f.starts_with(line)), "{listed:#?}");
+    }
+}

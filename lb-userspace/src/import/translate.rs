@@ -1379,7 +1379,8 @@ fn vrrp_instance(ctx: &mut Ctx, lbd: &mut Lbd, nodes: &[(String, KeepalivedConfi
             format!("vrrp_script {}", script.name),
             at(first_conf, script.line),
         );
-        if watches_haproxy(&command) {
+        let replaced_by_xdp = watches_haproxy(&command);
+        if replaced_by_xdp {
             track.set("kind", quote("xdp-attached"));
             ctx.note(
                 at(first_conf, script.line),
@@ -1402,9 +1403,20 @@ fn vrrp_instance(ctx: &mut Ctx, lbd: &mut Lbd, nodes: &[(String, KeepalivedConfi
             );
         }
         for (key, value) in [("fall", &script.fall), ("rise", &script.rise)] {
-            if let Some((line, v)) = value
-                && v != "1"
-            {
+            let Some((line, v)) = value else { continue };
+            if v == "1" {
+                continue;
+            }
+            if replaced_by_xdp {
+                // Nothing is run any more, so there are no results to
+                // count: the count is moot, not lost.
+                ctx.note(
+                    at(first_conf, *line),
+                    format!("{key} {v}"),
+                    "applied to the HAProxy script, which lb does not run; xdp-attached is \
+                     checked every advert interval and moves the priority at once",
+                );
+            } else {
                 ctx.drop(
                     at(first_conf, *line),
                     format!("{key} {v}"),

@@ -7,6 +7,9 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -80,6 +83,119 @@ impl Lab {
             Ok(())
         })?
     }
+}
+
+/// One probe of an [`ArpSampler`]: when it was sent and the MACs that
+/// answered before the next one (distinct, in arrival order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArpSample {
+    pub at: Instant,
+    pub answers: Vec<Mac>,
+}
+
+/// Asks "who has the VIP" from a lab host at a fixed period on its own
+/// thread, for as long as a test runs: the network's view of the VIP over
+/// time, where single probes would see only chosen instants.
+pub struct ArpSampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<Vec<ArpSample>>>>,
+}
+
+/// A sampler gives up after this long even if never stopped, so a test
+/// that loses it cannot leave it running.
+const SAMPLER_LIMIT: Duration = Duration::from_secs(600);
+
+impl Lab {
+    /// Starts sampling who answers ARP for `target` from `node`'s eth0
+    /// (asking as `sender`), one request every `period`; each probe's
+    /// answers are those that arrive before the next probe.
+    pub fn sample_arp(
+        &self,
+        node: &str,
+        sender: Ipv4Addr,
+        target: Ipv4Addr,
+        period: Duration,
+    ) -> Result<ArpSampler> {
+        let own = self.mac(node)?;
+        let netns = self.netns(node)?.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(format!("arp-sampler-{node}"))
+            .spawn(move || {
+                super::netns::run_in(&netns, move || {
+                    let socket = PacketSocket::open("eth0", ETHERTYPE_ARP)?;
+                    let request = arp_request(own, sender, target);
+                    let started = Instant::now();
+                    let mut samples = Vec::new();
+                    while !stop_flag.load(Ordering::Relaxed) && started.elapsed() < SAMPLER_LIMIT {
+                        let at = Instant::now();
+                        socket.send(&request)?;
+                        let mut answers: Vec<Mac> = Vec::new();
+                        while let Some(frame) = socket.recv_until(at + period)? {
+                            if let Some(mac) = arp_reply_from(&frame, own, sender, target)
+                                && !answers.contains(&mac)
+                            {
+                                answers.push(mac);
+                            }
+                        }
+                        samples.push(ArpSample { at, answers });
+                    }
+                    Ok(samples)
+                })?
+            })
+            .context("could not start the ARP sampler thread")?;
+        Ok(ArpSampler {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl ArpSampler {
+    /// Stops sampling and returns every sample, oldest first.
+    pub fn finish(mut self) -> Result<Vec<ArpSample>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("finish runs once");
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the ARP sampler thread panicked"))?
+    }
+}
+
+impl Drop for ArpSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
+    }
+}
+
+/// The samples at which more than one MAC answered: two nodes claiming the
+/// address at once.
+pub fn contested(samples: &[ArpSample]) -> Vec<&ArpSample> {
+    samples.iter().filter(|s| s.answers.len() > 1).collect()
+}
+
+/// The longest time between two answered probes with only unanswered ones
+/// in between (zero when no probe went unanswered between the first and
+/// the last answer). It overstates the real silence by up to one period.
+pub fn longest_silence(samples: &[ArpSample]) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut previous_index: Option<usize> = None;
+    for (index, sample) in samples.iter().enumerate() {
+        if sample.answers.is_empty() {
+            continue;
+        }
+        if let Some(previous) = previous_index
+            && index > previous + 1
+        {
+            longest = longest.max(sample.at - samples[previous].at);
+        }
+        previous_index = Some(index);
+    }
+    longest
 }
 
 /// `aa:bb:cc:dd:ee:ff` as bytes.
@@ -256,6 +372,30 @@ mod tests {
         let mut broadcast = reply.clone();
         broadcast[0..6].copy_from_slice(&[0xff; 6]);
         assert_eq!(arp_reply_from(&broadcast, client, asker, vip), None);
+    }
+
+    #[test]
+    fn silences_are_measured_between_answered_probes_and_contests_found() {
+        let t0 = Instant::now();
+        let (a, b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let sample = |ms: u64, answers: Vec<Mac>| ArpSample {
+            at: t0 + Duration::from_millis(ms),
+            answers,
+        };
+        let samples = vec![
+            sample(0, vec![]),
+            sample(50, vec![a]),
+            sample(100, vec![]),
+            sample(150, vec![]),
+            sample(200, vec![b]),
+            sample(250, vec![b, a]),
+            sample(300, vec![b]),
+            sample(350, vec![]),
+        ];
+        // Before the first and after the last answer do not count.
+        assert_eq!(longest_silence(&samples), Duration::from_millis(150));
+        assert_eq!(contested(&samples), [&samples[5]]);
+        assert_eq!(longest_silence(&samples[4..7]), Duration::ZERO);
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! version, auth, interval, VIPs, unicast or multicast) plus each member's
 //! address and priority, and renders both lbd's `[[vrrp]]` table and
 //! keepalived's `vrrp_instance` from the same values, so the two can never
-//! disagree by a typo. [`Keepalived`] is the running daemon: its state comes
-//! from a notify script appending to a file, its log (console logging, into
+//! disagree by a typo; a test may also start keepalived with a config of
+//! its own ([`Lab::start_keepalived_with`], the migration lab's operator
+//! files). [`Keepalived`] is the running daemon: its state comes from a
+//! notify script appending to a file (or, with a config of the test's own,
+//! from its log's `Entering ... STATE` lines), its log (console logging, into
 //! the lab directory) is scanned for the complaints keepalived prints about
 //! packets it rejects. Dropping it kills it; the lab's teardown kills
 //! whatever is left in the namespace anyway.
@@ -345,6 +348,28 @@ pub struct Keepalived {
     files: KeepalivedFiles,
     short: String,
     started: Instant,
+    state_source: StateSource,
+}
+
+/// Where a keepalived's state changes are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StateSource {
+    /// The notify script the lab added to the config.
+    Notify,
+    /// The log: an operator's config has no notify script of ours.
+    Log,
+}
+
+/// The states of `log`'s `(instance) Entering MASTER STATE` lines, oldest
+/// first.
+pub fn logged_states(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("Entering ")? + "Entering ".len()..];
+            let (state, _) = rest.split_once(" STATE")?;
+            Some(state.to_string())
+        })
+        .collect()
 }
 
 impl Lab {
@@ -355,6 +380,30 @@ impl Lab {
         let files = KeepalivedFiles::in_dir(self.dir(), &short);
         write_notify_script(&files)?;
         let conf = setup.keepalived_conf(&self.lb_node_name(n), &files)?;
+        self.spawn_keepalived(short, files, conf, StateSource::Notify)
+    }
+
+    /// Starts keepalived in LB node `n`'s namespace with a config written
+    /// by the test as an operator would have it (no notify script): its
+    /// states come from its log's `Entering ... STATE` lines.
+    pub fn start_keepalived_with(&self, n: usize, conf: &str) -> Result<Keepalived> {
+        let short = format!("lb{n}");
+        let files = KeepalivedFiles::in_dir(self.dir(), &short);
+        self.spawn_keepalived(short, files, conf.to_string(), StateSource::Log)
+    }
+
+    /// Where `start_keepalived_with` writes LB node `n`'s config.
+    pub fn keepalived_conf_path(&self, n: usize) -> PathBuf {
+        KeepalivedFiles::in_dir(self.dir(), &format!("lb{n}")).config
+    }
+
+    fn spawn_keepalived(
+        &self,
+        short: String,
+        files: KeepalivedFiles,
+        conf: String,
+        state_source: StateSource,
+    ) -> Result<Keepalived> {
         std::fs::write(&files.config, conf)
             .with_context(|| format!("could not write {}", files.config.display()))?;
         for stale in [&files.main_pid, &files.vrrp_pid, &files.states] {
@@ -393,6 +442,7 @@ impl Lab {
             files,
             short,
             started: Instant::now(),
+            state_source,
         })
     }
 }
@@ -427,9 +477,12 @@ impl Keepalived {
         protocol_complaints(&self.log())
     }
 
-    /// The states the notify script recorded, oldest first (`MASTER`,
+    /// The states the notify script (or the log) recorded, oldest first (`MASTER`,
     /// `BACKUP`, `FAULT`, `STOP`).
     pub fn states(&self) -> Vec<String> {
+        if self.state_source == StateSource::Log {
+            return logged_states(&self.log());
+        }
         std::fs::read_to_string(&self.files.states)
             .unwrap_or_default()
             .lines()
@@ -665,6 +718,15 @@ mod tests {
         let v3 = setup(3, None, false);
         assert_eq!(v3.skew(128), Duration::from_millis(250));
         assert_eq!(v3.master_down(128), Duration::from_millis(1750));
+    }
+
+    #[test]
+    fn states_are_read_from_keepalived_2_2_log_lines() {
+        let log = "Sun Dec  6 02:30:01 2026: (lb_vip) Entering BACKUP STATE (init)\n\
+                   Sun Dec  6 02:30:04 2026: (lb_vip) Receive advertisement timeout\n\
+                   Sun Dec  6 02:30:04 2026: (lb_vip) Entering MASTER STATE\n\
+                   Sun Dec  6 02:30:09 2026: (lb_vip) Entering FAULT STATE\n";
+        assert_eq!(logged_states(log), ["BACKUP", "MASTER", "FAULT"]);
     }
 
     #[test]

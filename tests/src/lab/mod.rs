@@ -25,6 +25,10 @@
 //! tests of one node's I/O that need no switch use [`veth_pair::VethPair`]
 //! and, to pin, [`bpffs::PrivateBpffs`].
 //!
+//! keepalived ([`keepalived`]) and HAProxy ([`haproxy`]) run in LB node
+//! namespaces as the pair an operator migrates from; [`arp`] samples who
+//! answers ARP for a VIP over a whole test.
+//!
 //! Two-node labs for VRRP: `Lab::builder("fo").lb_nodes(2).add_vips(false)`
 //! (lb2 is 192.0.2.3 / 198.51.100.3; backends then reach the VIP network
 //! on the link, so whichever node holds a VIP answers for it).
@@ -47,6 +51,7 @@ pub mod bpffs;
 pub mod browser;
 pub mod counters;
 pub mod flood;
+pub mod haproxy;
 pub mod http_load;
 pub mod keepalived;
 mod lbd;
