@@ -37,8 +37,10 @@
 pub mod admin_http;
 mod apps;
 pub mod arp;
+pub mod arp_sampler;
 pub mod binaries;
 pub mod browser;
+pub mod client_load;
 pub mod counters;
 pub mod flood;
 pub mod http_load;
@@ -53,6 +55,7 @@ mod setup;
 pub mod sources;
 pub mod topology;
 pub mod vrrp;
+pub mod vrrp_pair;
 mod xdp_peer;
 
 pub use apps::{LabServer, connect_from, echo_all, echo_line, fetch_name, read_line};
