@@ -8,10 +8,12 @@
 //!
 //! Counted, not timed: not one new connection fails, every held connection
 //! echoes a line after every restart, every restarted agent adopted the
-//! pins, and every cycle saw at least [`MIN_PER_CYCLE`] connections finish
-//! (so the soak cannot pass by doing nothing). The restart times are
-//! printed, and bounded only generously (three times the first start plus
-//! 5 s).
+//! pins and answers `lbd status`, the data path dropped or refused nothing,
+//! and every cycle saw at least [`MIN_PER_CYCLE`] connections finish (so
+//! the soak cannot pass by doing nothing). The restart times are printed,
+//! and bounded only generously (three times the first start plus 5 s):
+//! they are mostly the kernel verifying the program again, slower while
+//! the load keeps both CPUs busy.
 //!
 //! Needs root and lbd built next to this test. Fails, not skips, without
 //! either.
@@ -98,6 +100,8 @@ fn lab_soak_restarts() {
         lbd.wait_for_log(start_bound, forwarding)
             .unwrap_or_else(|e| panic!("cycle {cycle}: the new lbd is not forwarding: {e:#}"));
         let ready_at = Instant::now();
+        lab.lbd_status_json(1)
+            .unwrap_or_else(|e| panic!("cycle {cycle}: the new lbd does not answer status: {e:#}"));
         let log = lbd.log();
         assert!(
             log.lines()

@@ -182,6 +182,12 @@ fn recreate_master_interface(hint: &str, preempt: bool, away: bool) {
         // The VRRP thread looks at the link every few hundred milliseconds
         // and may not see a device that is gone for a few milliseconds.
         assert!(faults <= 1, "lb1 entered FAULT {faults} times:\n{log1}");
+        // Stopping VRRP for the new device, the master resigns with a
+        // priority 0 advert, sent through its socket bound to the old one.
+        assert!(
+            !log1.contains("sending a VRRP advert"),
+            "lb1 could not send its adverts while its device was re-created:\n{log1}"
+        );
     }
     assert_eq!(reattached, 1, "lb1 must reattach once:\n{log1}");
     assert_eq!(
