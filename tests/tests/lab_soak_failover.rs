@@ -233,6 +233,30 @@ fn lab_soak_failover() {
         failures(&attempts, 5)
     );
 
+    for (n, cycle) in cycles.iter().enumerate() {
+        let failed: Vec<String> = attempts
+            .iter()
+            .filter(|a| a.outcome.is_err())
+            .filter(|a| a.overlaps(cycle.killed_at, cycle.taken_over_at + AFTER_TAKEOVER))
+            .take(3)
+            .map(|a| {
+                format!(
+                    "{} from {:+.2}s to {:+.2}s: {}",
+                    a.source,
+                    signed(a.started, cycle.killed_at),
+                    signed(a.ended, cycle.killed_at),
+                    a.outcome.as_ref().unwrap_err()
+                )
+            })
+            .collect();
+        if !failed.is_empty() {
+            println!(
+                "  cycle {}: failures (seconds from the kill; takeover at +{:.2}s), e.g. {failed:?}",
+                n + 1,
+                signed(cycle.taken_over_at, cycle.killed_at)
+            );
+        }
+    }
     assert!(
         doubled.is_empty(),
         "two nodes answered ARP for {vip} at once: {doubled:?}"
@@ -273,4 +297,12 @@ fn lab_soak_failover() {
 fn mac_changes(samples: &[ArpSample]) -> usize {
     let answered: Vec<_> = samples.iter().filter_map(|s| s.macs.first()).collect();
     answered.windows(2).filter(|w| w[0] != w[1]).count()
+}
+
+/// `at - origin` in signed seconds, for messages.
+fn signed(at: Instant, origin: Instant) -> f64 {
+    match at.checked_duration_since(origin) {
+        Some(after) => after.as_secs_f64(),
+        None => -(origin - at).as_secs_f64(),
+    }
 }
