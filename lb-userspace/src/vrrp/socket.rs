@@ -127,11 +127,20 @@ impl VrrpSocket {
     /// `dst`, which must be the header's destination.
     pub async fn send_datagram(&self, dst: Ipv4Addr, datagram: &[u8]) -> Result<()> {
         let to = SockAddr::from(SocketAddrV4::new(dst, 0));
-        let sent = self
-            .vrrp
-            .async_io(tokio::io::Interest::WRITABLE, |s| s.send_to(datagram, &to))
-            .await
-            .with_context(|| format!("sending a VRRP advert to {dst} on {}", self.iface))?;
+        let send = || {
+            self.vrrp
+                .async_io(tokio::io::Interest::WRITABLE, |s| s.send_to(datagram, &to))
+        };
+        let sent = match send().await {
+            // SO_BINDTODEVICE holds the index the name had: a device deleted
+            // and created again under the name (a driver reload) leaves the
+            // socket on the dead one. Binding to the name again moves it, so
+            // a master's last advert (priority 0, before the agent starts
+            // VRRP on the new device) still reaches the peer.
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) && self.rebind() => send().await,
+            other => other,
+        }
+        .with_context(|| format!("sending a VRRP advert to {dst} on {}", self.iface))?;
         if sent != datagram.len() {
             bail!(
                 "the kernel sent {sent} of {} bytes of a VRRP advert to {dst} on {}",
@@ -140,6 +149,17 @@ impl VrrpSocket {
             );
         }
         Ok(())
+    }
+}
+
+impl VrrpSocket {
+    /// Binds the sockets to the device now named by the interface name;
+    /// false when there is none (the error to report is the send's).
+    fn rebind(&self) -> bool {
+        let sockets = std::iter::once(&self.vrrp).chain(self.ah.as_ref());
+        sockets
+            .map(|fd| fd.get_ref().bind_device(Some(self.iface.as_bytes())))
+            .all(|bound| bound.is_ok())
     }
 }
 
@@ -190,4 +210,77 @@ pub fn interface_index(iface: &str) -> Result<NonZeroU32> {
             io::Error::last_os_error()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn ip(args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("ip runs");
+        assert!(
+            out.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `name` as one end of a veth pair, up, with 198.51.100.1/24 (the
+    /// peer end is `name`p).
+    fn make_link(name: &str) {
+        let peer = format!("{name}p");
+        ip(&["link", "add", name, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", name, "up"]);
+        ip(&["link", "set", &peer, "up"]);
+        ip(&["addr", "add", "198.51.100.1/24", "dev", name]);
+    }
+
+    /// Needs root (a network namespace of its own, veth devices); fails
+    /// without it.
+    #[test]
+    fn adverts_follow_a_device_recreated_under_the_same_name() {
+        // SAFETY: plain syscall.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
+        // A thread of its own in a fresh namespace: `ip` children inherit
+        // it, the rest of the test process keeps its own.
+        std::thread::spawn(|| {
+            // SAFETY: CLONE_NEWNET moves only the calling thread.
+            assert_eq!(
+                unsafe { libc::unshare(libc::CLONE_NEWNET) },
+                0,
+                "unshare: {}",
+                std::io::Error::last_os_error()
+            );
+            ip(&["link", "set", "lo", "up"]);
+            make_link("vrrpt0");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let socket = VrrpSocket::open("vrrpt0", false).expect("the socket opens");
+                let (src, dst) = (
+                    Ipv4Addr::new(198, 51, 100, 1),
+                    Ipv4Addr::new(198, 51, 100, 2),
+                );
+                let advert = [0x31u8, 1, 100, 0, 0, 100, 0, 0];
+                socket
+                    .send_advert(src, dst, 1, &advert)
+                    .await
+                    .expect("an advert goes out on the first device");
+                ip(&["link", "delete", "vrrpt0"]);
+                let gone = socket.send_advert(src, dst, 2, &advert).await;
+                assert!(gone.is_err(), "an advert went out with no device");
+                make_link("vrrpt0");
+                socket
+                    .send_advert(src, dst, 3, &advert)
+                    .await
+                    .expect("an advert goes out on the re-created device");
+            });
+        })
+        .join()
+        .expect("the namespace thread finished");
+    }
 }

@@ -45,10 +45,12 @@
 pub mod admin_http;
 mod apps;
 pub mod arp;
+pub mod arp_sampler;
 pub mod binaries;
 pub mod bounds;
 pub mod bpffs;
 pub mod browser;
+pub mod client_load;
 pub mod counters;
 pub mod flood;
 pub mod haproxy;
@@ -65,6 +67,7 @@ pub mod sources;
 pub mod topology;
 pub mod veth_pair;
 pub mod vrrp;
+pub mod vrrp_pair;
 mod xdp_peer;
 
 pub use apps::{LabServer, connect_from, echo_all, echo_line, fetch_name, read_line};

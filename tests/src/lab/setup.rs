@@ -16,6 +16,7 @@ use super::lbd::{BackendConfig, Lbd, LbdConfig};
 use super::topology::{self, Plan, Role, Shape};
 use super::xdp_peer::SwitchPrograms;
 use super::{binaries, names, netns};
+use crate::packet::Mac;
 
 /// Where lbd pins its maps and link, per node (docs/architecture.md, "Pins and the layout version").
 pub const BPFFS_LB_DIR: &str = "/sys/fs/bpf/lb";
@@ -464,6 +465,26 @@ impl Lab {
     /// the same MAC as the lab first did: a driver reload as the node sees
     /// it. Whatever was attached to the old device is gone with it.
     pub fn recreate_link(&self, node: &str) -> Result<()> {
+        let mac = self.delete_link(node)?;
+        self.create_link(node, &mac)
+    }
+
+    /// Deletes `node`'s eth0 (and its switch port); returns its MAC for
+    /// [`Lab::create_link`]. The first half of [`Lab::recreate_link`], for
+    /// tests that keep the device away for a while.
+    pub fn delete_link(&self, node: &str) -> Result<Mac> {
+        let host = self
+            .plan
+            .node(node)
+            .with_context(|| format!("no lab node {node}"))?;
+        let mac = self.mac(node)?;
+        netns::ip_batch(Some(&host.netns), &["link delete eth0".to_string()])?;
+        Ok(mac)
+    }
+
+    /// Wires a new eth0 into `node` with `mac` and the lab's addresses,
+    /// routes, offload settings and switch program, as the lab first did.
+    pub fn create_link(&self, node: &str, mac: &Mac) -> Result<()> {
         let host = self
             .plan
             .node(node)
@@ -471,8 +492,7 @@ impl Lab {
         let switch = self.plan.switch();
         // The new device keeps the old MAC, as a reloaded driver reads the
         // same one from the card: the neighbours' ARP caches stay right.
-        let mac = super::arp::mac_text(&self.mac(node)?);
-        netns::ip_batch(Some(&host.netns), &["link delete eth0".to_string()])?;
+        let mac = super::arp::mac_text(mac);
         netns::ip_batch(
             Some(&switch.netns),
             &[
@@ -485,7 +505,8 @@ impl Lab {
         )?;
         netns::ip_batch(Some(&host.netns), &eth0_setup(host))?;
         offloads_off(host, &switch.netns)?;
-        let programs = SwitchPrograms::attach(&switch.netns, &[host.switch_port.clone()])?;
+        let programs =
+            SwitchPrograms::attach(&switch.netns, std::slice::from_ref(&host.switch_port))?;
         self.switch_programs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
