@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::Parser;
 use lb_tests::lab::{self, Lab, LabServer, ServiceConfig, SpreadReport};
+use lb_userspace::control::format::bytes;
 
 const SERVICE_PORT: u16 = 443;
 
@@ -108,7 +109,7 @@ fn run(args: &Args) -> Result<()> {
         "traffic: {} clients x {} connections, {} echoed per connection ...",
         args.clients,
         args.per_client,
-        human_bytes(args.payload as u64)
+        bytes(args.payload as u64)
     ));
     let payload = args.payload.to_string();
     let report = lab.spread(vip, args.clients, args.per_client, &["--payload", &payload])?;
@@ -187,8 +188,8 @@ fn print_table(
             tally.connections,
             share,
             clients.get(&server.name).copied().unwrap_or(0),
-            human_bytes(tally.bytes),
-            human_bytes(io),
+            bytes(tally.bytes),
+            bytes(io),
         );
     }
     println!("   {}", "-".repeat(85));
@@ -250,9 +251,9 @@ fn print_counters(lab: &Lab) {
             b.address.to_string(),
             b.stats.new_flows,
             b.stats.packets_to_backend,
-            human_bytes(b.stats.bytes_to_backend),
+            bytes(b.stats.bytes_to_backend),
             b.stats.packets_to_client,
-            human_bytes(b.stats.bytes_to_client),
+            bytes(b.stats.bytes_to_client),
         );
     }
     println!(
@@ -305,31 +306,4 @@ fn banner(title: &str) {
 
 fn step(text: &str) {
     println!(" * {text}");
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn byte_counts_read_naturally() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(16_384), "16.0 KiB");
-        assert_eq!(human_bytes(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
-    }
 }

@@ -233,12 +233,7 @@ pub fn arp_request(from: Mac, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
 
 /// The answering MAC when `frame` is an ARP reply to `to`/`asker` about
 /// `target`; gratuitous announcements (broadcast) do not count.
-pub(super) fn arp_reply_from(
-    frame: &[u8],
-    to: Mac,
-    asker: Ipv4Addr,
-    target: Ipv4Addr,
-) -> Option<Mac> {
+fn arp_reply_from(frame: &[u8], to: Mac, asker: Ipv4Addr, target: Ipv4Addr) -> Option<Mac> {
     if frame.len() < 42 || frame[0..6] != to || frame[12..14] != ETHERTYPE_ARP.to_be_bytes() {
         return None;
     }
@@ -308,7 +303,7 @@ impl PacketSocket {
     }
 
     /// The next frame, or None once `deadline` has passed.
-    pub(super) fn recv_until(&self, deadline: Instant) -> Result<Option<Vec<u8>>> {
+    fn recv_until(&self, deadline: Instant) -> Result<Option<Vec<u8>>> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::Lab;
+use super::child;
 
 /// What the master prints once its listeners are bound and the worker runs.
 const READY: &str = "Loading success.";
@@ -138,17 +139,9 @@ impl Haproxy {
     /// SIGTERM to the master, as `systemctl stop haproxy`; waits for the
     /// exit, then kills.
     pub fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        if let Some(status) = self.child.try_wait()? {
+        child::send_sigterm(&mut self.child)?;
+        if let Some(status) = child::wait_exit(&mut self.child, timeout)? {
             return Ok(status);
-        }
-        // SAFETY: our own child, not yet reaped, so the pid is still ours.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
         self.child.kill().ok();
         self.child.wait().ok();

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::child;
 use super::{Lab, topology};
 
 /// The interface every lab host uses.
@@ -539,24 +540,13 @@ impl Keepalived {
     /// Sends SIGTERM and returns at once (keepalived 2.2 takes about a
     /// second to exit, having handed over long before).
     pub fn terminate(&mut self) -> Result<()> {
-        if self.child.try_wait()?.is_none() {
-            // SAFETY: our own child, not yet reaped, so the pid is still ours.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        }
-        Ok(())
+        child::send_sigterm(&mut self.child)
     }
 
     /// Waits up to `timeout` for keepalived to exit, then kills it.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = child::wait_exit(&mut self.child, timeout)? {
+            return Ok(status);
         }
         self.kill();
         bail!(

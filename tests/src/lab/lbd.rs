@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use super::child;
+
 /// The SNAT ports lab LB nodes share, below ip_local_port_range
 /// (32768-60999) and above the ports lab servers listen on. 10,000 ports: the
 /// 10,000-connection test fills half of them toward its busiest backend,
@@ -279,17 +281,9 @@ impl Lbd {
 
     /// Asks lbd to stop (SIGTERM) and waits up to `timeout`, then kills it.
     pub fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        if let Some(status) = self.child.try_wait()? {
+        child::send_sigterm(&mut self.child)?;
+        if let Some(status) = child::wait_exit(&mut self.child, timeout)? {
             return Ok(status);
-        }
-        // SAFETY: our own child, not yet reaped, so the pid is still ours.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
         self.child.kill().ok();
         let status = self.child.wait()?;

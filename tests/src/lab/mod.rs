@@ -45,11 +45,11 @@
 pub mod admin_http;
 mod apps;
 pub mod arp;
-pub mod arp_sampler;
 pub mod binaries;
 pub mod bounds;
 pub mod bpffs;
 pub mod browser;
+pub mod child;
 pub mod client_load;
 pub mod counters;
 pub mod flood;
