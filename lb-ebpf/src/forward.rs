@@ -10,7 +10,7 @@ use lb_common::{
 
 use crate::{
     closing, counters,
-    egress::transmit,
+    egress::{relay_ipv4, transmit},
     fib,
     flowkey::flow_key,
     maps::FLOWS,
@@ -119,24 +119,11 @@ pub fn send(ctx: &XdpContext, pkt: &Packet, f: &Flow) -> u32 {
     // frame has not been resized since.
     unsafe {
         let ip = &mut *pkt.ip;
-        // Router semantics (README, "Data path"): a relayed packet's TTL goes
-        // down by one, and none leaves with 0.
+        // A relayed packet's TTL goes down by one, and none leaves with 0.
         if ip.ttl <= 1 {
             return counters::drop(reason::DROP_TTL_EXPIRED);
         }
-        let ttl_word = u16::from_ne_bytes([ip.ttl, ip.proto]);
-        ip.ttl -= 1;
-        let addr_diff = csum::diff32(
-            csum::diff32(0, ip.saddr, f.nat_src_ip),
-            ip.daddr,
-            f.nat_dst_ip,
-        );
-        ip.saddr = f.nat_src_ip;
-        ip.daddr = f.nat_dst_ip;
-        ip.check = csum::apply(
-            ip.check,
-            csum::diff16(addr_diff, ttl_word, u16::from_ne_bytes([ip.ttl, ip.proto])),
-        );
+        let addr_diff = relay_ipv4(ip, f);
 
         let l4_diff = csum::diff16(
             csum::diff16(addr_diff, pkt.sport, f.nat_src_port),

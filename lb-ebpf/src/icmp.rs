@@ -11,7 +11,7 @@ use lb_common::{
 
 use crate::{
     counters,
-    egress::transmit,
+    egress::{relay_ipv4, transmit},
     flowkey::flow_key,
     maps::{FLOWS, HALF_OPEN, LOCAL_ADDRS},
     packet::{Packet, ptr_at},
@@ -136,17 +136,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> u32 {
         if ip.ttl <= 1 {
             return counters::drop(reason::DROP_TTL_EXPIRED);
         }
-        let ttl_word = u16::from_ne_bytes([ip.ttl, ip.proto]);
-        ip.ttl -= 1;
-        let diff = csum::diff16(0, ttl_word, u16::from_ne_bytes([ip.ttl, ip.proto]));
-        let diff = csum::diff32(
-            csum::diff32(diff, ip.saddr, flow.nat_src_ip),
-            ip.daddr,
-            flow.nat_dst_ip,
-        );
-        ip.saddr = flow.nat_src_ip;
-        ip.daddr = flow.nat_dst_ip;
-        ip.check = csum::apply(ip.check, diff);
+        relay_ipv4(ip, &flow);
 
         let eth = &mut *pkt.eth;
         eth.dst = flow.dst_mac;
