@@ -172,9 +172,7 @@ impl Browser {
         let mut text = String::new();
         for name in ["chromedriver.log", "chromedriver.stderr"] {
             let content = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-            let all: Vec<&str> = content.lines().collect();
-            let start = all.len().saturating_sub(lines);
-            text.push_str(&all[start..].join("\n"));
+            text.push_str(&super::child::last_lines(&content, lines));
             text.push('\n');
         }
         text

@@ -33,3 +33,22 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Result<Option<ExitStat
         std::thread::sleep(POLL);
     }
 }
+
+/// The last `lines` lines of a daemon's log, for error messages that say
+/// why it failed.
+pub fn last_lines(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn the_tail_of_a_log_is_its_last_lines() {
+        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(last_lines("a\nb", 5), "a\nb");
+        assert_eq!(last_lines("", 3), "");
+    }
+}

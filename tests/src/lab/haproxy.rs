@@ -101,9 +101,7 @@ impl Haproxy {
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        child::last_lines(&self.log(), lines)
     }
 
     /// Fails, quoting the log, when the master has exited.

@@ -468,9 +468,7 @@ impl Keepalived {
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        child::last_lines(&self.log(), lines)
     }
 
     /// Lines where keepalived rejected a packet (see [`PROTOCOL_COMPLAINTS`]).

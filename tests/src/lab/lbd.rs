@@ -223,9 +223,7 @@ impl Lbd {
 
     /// The last `lines` lines of the log, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        child::last_lines(&self.log(), lines)
     }
 
     /// Fails, quoting the log, when lbd has exited.
